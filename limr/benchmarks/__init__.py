@@ -1,0 +1,1 @@
+"""benchmarks plugins: importing this package registers every built-in one."""

@@ -1,0 +1,1 @@
+"""rewards plugins: importing this package registers every built-in one."""

@@ -1,0 +1,1 @@
+"""samplers plugins: importing this package registers every built-in one."""

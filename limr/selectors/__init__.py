@@ -1,0 +1,1 @@
+"""selectors plugins: importing this package registers every built-in one."""
