@@ -377,6 +377,8 @@ def _check_keys(schema: DictConfig, user: Any, prefix: str, where: str) -> None:
                 "valid keys under "
                 f"{prefix.rstrip('.') or 'the root'}: {', '.join(valid)}"
             )
+        if OmegaConf.is_missing(user, key):
+            raise ConfigError(f"{where}: {full} is required (it is ???): give it a value")
         sub = schema._get_node(key)  # noqa: SLF001 - the node keeps its declared type
         if isinstance(sub, DictConfig) and sub._metadata.object_type not in (None, dict):  # noqa: SLF001
             _check_keys(sub, user[key], f"{full}.", where)

@@ -108,7 +108,9 @@ def records_to_prompts(
             if name not in record or record[name] is None:
                 problems.append(f"{where}: missing field {name!r}")
                 bad = True
-            elif not _as_text(record[name]).strip():
+            elif name == problem_field and not _as_text(record[name]).strip():
+                # An empty answer is allowed (two MATH training records have one: such a
+                # prompt can never be rewarded); `limr data check` warns about it.
                 problems.append(f"{where}: empty {name!r}")
                 bad = True
         pid = _as_text(record[id_field]) if record.get(id_field) is not None else str(index)

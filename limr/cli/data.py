@@ -35,6 +35,12 @@ def main(args: argparse.Namespace) -> int:
                 answer_field=args.answer_field,
             )
             print(f"{spec}: ok, {len(prompts)} prompts")
+            empty = [p.id for p in prompts if not p.answer.strip()]
+            if empty:
+                print(
+                    f"{spec}: warning: {len(empty)} records have an empty answer and can never "
+                    f"be rewarded (ids {', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''})"
+                )
         except DataError as err:
             problems.extend(err.problems)
     if problems:

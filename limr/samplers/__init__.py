@@ -1,1 +1,3 @@
-"""samplers plugins: importing this package registers every built-in one."""
+"""Sampler plugins: importing this package registers ``hf`` and ``vllm``."""
+
+from limr.samplers import hf, vllm  # noqa: F401

@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import pytest
+
+from limr.cli import main
+from limr.config import ConfigError, LimrConfig, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_defaults_load_without_a_file():
+    cfg = load_config()
+    assert isinstance(cfg, LimrConfig)
+    assert cfg.ppo.clip_eps == 0.2 and cfg.ppo.kl_coef == 0.01  # the paper's values
+    # derived sizes are computed, not configured: 1024 prompts x 8 samples / 256 per step
+    assert cfg.rollouts_per_step == 8192 and cfg.num_minibatches == 32 and cfg.grad_accum == 64
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_opens_with_a_comment(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, LimrConfig)
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("#"), f"{path.name} must open with a comment"
+    assert "Command:" in path.read_text() or "command:" in path.read_text().lower()
+
+
+def test_yaml_then_command_line_precedence(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("ppo:\n  clip_eps: 0.3\n  kl_coef: 0.05\n")
+    cfg = load_config(f, ["ppo.kl_coef=0.1"])
+    assert cfg.ppo.clip_eps == 0.3  # from YAML
+    assert cfg.ppo.kl_coef == 0.1  # command line wins
+
+
+def test_unknown_key_names_the_closest_valid_key(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("ppo:\n  clip_epz: 0.3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    assert "ppo.clip_epz" in str(err.value) and "'ppo.clip_eps'" in str(err.value)
+    assert str(f) in str(err.value)
+
+
+def test_unknown_section_is_reported():
+    with pytest.raises(ConfigError, match="unknown key 'sampelr'.*'sampler'"):
+        load_config(None, ["sampelr.n_samples=3"])
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match="ppo.clip_eps"):
+        load_config(None, ["ppo.clip_eps=abc"])
+
+
+def test_bad_choice_and_inconsistent_sizes():
+    with pytest.raises(ConfigError, match="ppo.estimator"):
+        load_config(None, ["ppo.estimator=reinforce"])
+    with pytest.raises(ConfigError, match="train_batch_size"):
+        load_config(None, ["ppo.rollout_batch_size=3", "sampler.n_samples=1"])
+
+
+def test_missing_required_value(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  name_or_path: ???\n")
+    with pytest.raises(ConfigError, match="name_or_path"):
+        load_config(f)
+
+
+def test_malformed_override_and_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["ppo.clip_eps"])
+    f = tmp_path / "bad.yaml"
+    f.write_text("ppo: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(f)
+
+
+def test_kwargs_sections_accept_free_keys():
+    cfg = load_config(None, ["reward.kwargs.correct_reward=2.0", "sampler.kwargs.foo=1"])
+    assert cfg.reward.kwargs == {"correct_reward": 2.0}
+    assert cfg.sampler.kwargs == {"foo": 1}
+
+
+def test_config_show_cli(capsys):
+    assert main(["config", "show", str(ROOT / "configs/quick.yaml"), "ppo.clip_eps=0.25"]) == 0
+    out = capsys.readouterr().out
+    assert "clip_eps: 0.25" in out and "name_or_path: builtin:tiny" in out
+
+
+def test_config_error_exits_2_without_traceback(capsys):
+    assert main(["config", "show", "ppo.clip_epz=1"]) == 2
+    err = capsys.readouterr().err
+    assert "clip_epz" in err and "Traceback" not in err
+
+
+def test_null_for_a_required_value_names_the_key():
+    with pytest.raises(ConfigError, match="model.name_or_path"):
+        load_config(None, ["model.name_or_path=null"])
