@@ -1,0 +1,331 @@
+"""RewardHistory: counts per (prompt, epoch), durable commits, torn tails, truncate on resume,
+and the streaming reader of LIMR/OpenRLHF rollout logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from limr.history import (
+    LOG_NAME,
+    HistoryError,
+    RewardHistory,
+    find_history,
+    iter_cells,
+    iter_json_array,
+    read_openrlhf_logs,
+)
+from limr.types import HistoryLike
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _record(h: RewardHistory, step: int, epoch: int, rows: list[tuple[str, bool, float]]) -> None:
+    h.record(
+        step,
+        epoch,
+        [r[0] for r in rows],
+        torch.tensor([r[1] for r in rows]),
+        torch.tensor([r[2] for r in rows]),
+    )
+
+
+def _same(a, b) -> None:
+    assert a.ids == b.ids
+    for name in ("n", "n_correct", "reward_sum"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_record_accumulates_counts_per_prompt_and_epoch():
+    h = RewardHistory()
+    # step 1, epoch 0: prompt a: 2 samples, one right (+1) one wrong (-0.5); b: 1 wrong (-1)
+    _record(h, 1, 0, [("a", True, 1.0), ("a", False, -0.5), ("b", False, -1.0)])
+    # step 2, epoch 1: b twice right; a is absent this epoch
+    _record(h, 2, 1, [("b", True, 1.0), ("b", True, 1.0)])
+    assert isinstance(h, HistoryLike)
+    assert h.ids == ["a", "b"]
+    assert h.n.tolist() == [[2, 0], [1, 2]]
+    assert h.n_correct.tolist() == [[1, 0], [0, 2]]
+    assert h.reward_sum.tolist() == [[0.5, 0.0], [-1.0, 2.0]]
+    assert h.length_sum is None
+    assert h.num_epochs == 2
+    assert h.epoch_mean_accuracy(0) == pytest.approx(1 / 3)
+    assert h.epoch_mean_accuracy(1) == 1.0
+    assert h.epoch_mean_reward(0) == pytest.approx(-0.5 / 3)
+    assert h.head(1).n.tolist() == [[2], [1]]
+    cells = list(iter_cells(h))
+    assert cells[0] == {"id": "a", "epoch": 0, "n": 2, "n_correct": 1, "reward_sum": 0.5}
+    assert len(cells) == 3
+
+
+def test_lengths_are_summed():
+    h = RewardHistory()
+    h.record(1, 0, ["a", "a"], torch.tensor([1, 0]), torch.tensor([1.0, 0.0]), torch.tensor([3, 5]))
+    assert h.length_sum.tolist() == [[8.0]]
+
+
+def test_commit_then_reopen_gives_the_same_history(tmp_path):
+    h = RewardHistory(tmp_path / "hist")
+    _record(h, 1, 0, [("x", True, 1.0), ("y", False, -1.0)])
+    _record(h, 2, 0, [("z", True, 1.0), ("x", False, -0.5)])
+    h.commit(2)
+    _record(h, 3, 1, [("x", True, 1.0)])  # recorded, never committed: lost on a crash
+    again = RewardHistory(tmp_path / "hist")
+    assert again.committed_step == 2
+    assert again.n.tolist() == [[2], [1], [1]]
+    assert RewardHistory.load(tmp_path / "hist").ids == ["x", "y", "z"]
+    assert find_history(tmp_path / "hist") == tmp_path / "hist"
+    h.commit(3)
+    _same(RewardHistory.load(tmp_path / "hist"), h)
+
+
+def test_commit_writes_only_steps_up_to_the_given_one(tmp_path):
+    h = RewardHistory(tmp_path)
+    _record(h, 1, 0, [("a", True, 1.0)])
+    _record(h, 2, 0, [("b", True, 1.0)])
+    h.commit(1)
+    assert RewardHistory.load(tmp_path).ids == ["a"]
+    h.commit(2)
+    assert RewardHistory.load(tmp_path).ids == ["a", "b"]
+
+
+def test_recording_a_committed_step_again_is_refused(tmp_path):
+    h = RewardHistory(tmp_path)
+    _record(h, 1, 0, [("a", True, 1.0)])
+    h.commit(1)
+    with pytest.raises(HistoryError, match="truncate"):
+        _record(h, 1, 0, [("a", True, 1.0)])
+
+
+def test_truncate_then_replay_neither_loses_nor_duplicates(tmp_path):
+    steps = {
+        1: (0, [("a", True, 1.0), ("b", False, -1.0)]),
+        2: (0, [("c", True, 1.0)]),
+        3: (1, [("a", False, -0.5), ("d", True, 1.0)]),
+        4: (1, [("b", True, 1.0)]),
+    }
+    ref = RewardHistory()
+    for s, (e, rows) in steps.items():
+        _record(ref, s, e, rows)
+    h = RewardHistory(tmp_path)
+    for s, (e, rows) in steps.items():
+        _record(h, s, e, rows)
+        h.commit(s)
+    # The process died after step 4; the checkpoint is from step 2.
+    resumed = RewardHistory(tmp_path)
+    resumed.truncate(2)
+    assert resumed.ids == ["a", "b", "c"]
+    assert RewardHistory.load(tmp_path).ids == ["a", "b", "c"]
+    for s in (3, 4):
+        _record(resumed, s, *steps[s])
+        resumed.commit(s)
+    _same(resumed, ref)
+    _same(RewardHistory.load(tmp_path), ref)
+
+
+def test_truncate_drops_pending_steps_too(tmp_path):
+    h = RewardHistory(tmp_path)
+    _record(h, 1, 0, [("a", True, 1.0)])
+    h.commit(1)
+    _record(h, 2, 0, [("b", True, 1.0)])
+    h.truncate(1)
+    assert h.ids == ["a"]
+    _record(h, 2, 0, [("c", False, 0.0)])
+    h.commit(2)
+    assert RewardHistory.load(tmp_path).ids == ["a", "c"]
+
+
+def test_every_cut_of_the_file_reads_as_a_prefix_of_whole_steps(tmp_path):
+    """A process killed while appending leaves a file cut anywhere: it must read as whole steps."""
+    src = tmp_path / "src"
+    h = RewardHistory(src)
+    expected = []
+    for s in range(1, 5):
+        _record(h, s, s // 3, [(f"p{s}", s % 2 == 0, 1.0), ("common", True, 1.0)])
+        h.commit(s)
+        expected.append(RewardHistory.load(src).n.sum().item())
+    data = (src / LOG_NAME).read_bytes()
+    cut_dir = tmp_path / "cut"
+    cut_dir.mkdir()
+    for cut in range(len(data)):
+        (cut_dir / LOG_NAME).write_bytes(data[:cut])
+        got = RewardHistory.load(cut_dir)
+        total = got.n.sum().item() if got.num_prompts else 0
+        assert total in [0, *expected], cut
+    # Reopening for writing cuts the torn tail so that later appends stay readable.
+    (cut_dir / LOG_NAME).write_bytes(data[:-3])
+    h2 = RewardHistory(cut_dir)
+    assert h2.committed_step == 3
+    _record(h2, 4, 1, [("p4", True, 1.0), ("common", True, 1.0)])
+    h2.commit(4)
+    _same(RewardHistory.load(cut_dir), RewardHistory.load(src))
+
+
+def test_damage_before_the_end_is_an_error(tmp_path):
+    h = RewardHistory(tmp_path)
+    for s in (1, 2):
+        _record(h, s, 0, [(f"p{s}", True, 1.0)])
+        h.commit(s)
+    data = bytearray((tmp_path / LOG_NAME).read_bytes())
+    data[40] ^= 0xFF  # inside the first frame
+    (tmp_path / LOG_NAME).write_bytes(bytes(data))
+    with pytest.raises(HistoryError, match="corrupt"):
+        RewardHistory.load(tmp_path)
+    (tmp_path / LOG_NAME).write_bytes(b"something else entirely")
+    with pytest.raises(HistoryError, match="not a limr reward history"):
+        RewardHistory.load(tmp_path)
+    with pytest.raises(HistoryError, match="no reward history"):
+        RewardHistory.load(tmp_path / "nowhere")
+
+
+_WRITER = """
+import sys, torch
+from limr.history import RewardHistory
+h = RewardHistory(sys.argv[1])
+step = (h.committed_step or 0) + 1
+print("ready", flush=True)
+while True:
+    ids = [f"p{i}" for i in range(200) for _ in range(4)]
+    h.record(step, step // 10, ids, torch.ones(800, dtype=torch.bool), torch.ones(800))
+    h.commit(step)
+    step += 1
+"""
+
+
+def test_a_process_killed_while_committing_leaves_a_readable_history(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    h = RewardHistory(tmp_path)
+    assert h.committed_step is not None and h.committed_step >= 1
+    # Each committed step added 4 correct rollouts to every one of the 200 prompts.
+    assert int(h.n.sum()) == 800 * h.committed_step
+    assert torch.equal(h.n, h.n_correct)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.sampled_from("abcde"), st.booleans(), st.sampled_from([1.0, -0.5, -1.0])),
+            min_size=1,
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.integers(1, 3),
+)
+def test_history_equals_a_naive_count(tmp_path_factory, steps, steps_per_epoch):
+    folder = tmp_path_factory.mktemp("h")
+    h = RewardHistory(folder)
+    naive: dict[tuple[str, int], list[float]] = {}
+    for s, rows in enumerate(steps, 1):
+        e = (s - 1) // steps_per_epoch
+        _record(h, s, e, rows)
+        if s % 2 == 0:
+            h.commit(s)
+        for pid, ok, r in rows:
+            cell = naive.setdefault((pid, e), [0, 0, 0.0])
+            cell[0] += 1
+            cell[1] += ok
+            cell[2] += r
+    h.commit(len(steps))
+    for hist in (h, RewardHistory.load(folder)):
+        got = {
+            (c["id"], c["epoch"]): [c["n"], c["n_correct"], c["reward_sum"]]
+            for c in iter_cells(hist)
+        }
+        assert got.keys() == naive.keys()
+        for key, (n, nc, rs) in naive.items():
+            assert got[key][:2] == [n, nc]
+            assert got[key][2] == pytest.approx(rs)
+
+
+def test_from_arrays_matches_recorded():
+    h = RewardHistory.from_arrays(
+        ["a", "b"], [[2, 0], [1, 2]], [[1, 0], [0, 2]], [[0.5, 0], [-1, 2]]
+    )
+    ref = RewardHistory()
+    _record(ref, 1, 0, [("a", True, 1.0), ("a", False, -0.5), ("b", False, -1.0)])
+    _record(ref, 2, 1, [("b", True, 1.0), ("b", True, 1.0)])
+    _same(h, ref)
+    assert h.epoch_mean_accuracy(0) == ref.epoch_mean_accuracy(0)
+
+
+# ----------------------------------------------------------------------------- rollout logs
+
+
+def _write_logs(folder: Path, steps: dict[int, list[dict]], jsonl: bool = False) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for s, rows in steps.items():
+        if jsonl:
+            (folder / f"step_{s}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        else:
+            (folder / f"step_{s}.json").write_text(json.dumps(rows, indent=1))
+
+
+def _roll(prompt: str, reward: float, response: str = "ok") -> dict:
+    return {"prompt": prompt, "response": response, "reward": reward, "extra": [1, {"x": "]"}]}
+
+
+def test_read_openrlhf_logs_counts_reward_one_as_correct(tmp_path):
+    steps = {
+        1: [_roll("P1 ", 1), _roll("P1", -0.5), _roll("P2", -1)],
+        2: [_roll("P2", 1), _roll("P3", 1, "abc")],
+        3: [_roll("P1", 1)],  # epoch 1 with steps_per_epoch=2
+        5: [_roll("P1", 1)],  # epoch 2: beyond max_epochs=2
+    }
+    _write_logs(tmp_path, steps)
+    h = read_openrlhf_logs(tmp_path, steps_per_epoch=2, max_epochs=2)
+    assert h.ids == ["P1", "P2", "P3"]  # prompt text, stripped
+    assert h.n.tolist() == [[2, 1], [2, 0], [1, 0]]
+    assert h.n_correct.tolist() == [[1, 1], [1, 0], [1, 0]]
+    assert h.reward_sum.tolist() == [[0.5, 1.0], [0.0, 0.0], [1.0, 0.0]]
+    assert h.length_sum.tolist()[2] == [3.0, 0.0]
+    assert h.info["steps_read"] == 3
+    everything = read_openrlhf_logs(tmp_path, steps_per_epoch=2)
+    assert everything.num_epochs == 3 and everything.info["missing_steps"] == [4]
+
+
+def test_read_openrlhf_logs_accepts_jsonl_and_reports_bad_records(tmp_path):
+    _write_logs(tmp_path / "ok", {1: [_roll("A", 1)]}, jsonl=True)
+    assert read_openrlhf_logs(tmp_path / "ok", 1).n.tolist() == [[1]]
+    _write_logs(tmp_path / "bad", {1: [{"prompt": "A"}]})
+    with pytest.raises(HistoryError, match="rollout 1"):
+        read_openrlhf_logs(tmp_path / "bad", 1)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HistoryError, match="no step_N.json"):
+        read_openrlhf_logs(tmp_path / "empty", 1)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 64, 1 << 20])
+def test_iter_json_array_streams_any_chunking(tmp_path, chunk):
+    rows = [_roll(f"p{i} \u00e9 \\boxed{{[1,2]}}", i % 3 - 1, "x" * i) for i in range(20)]
+    path = tmp_path / "step_1.json"
+    path.write_text(json.dumps(rows, indent=2, ensure_ascii=False), encoding="utf-8")
+    assert list(iter_json_array(path, chunk_chars=chunk)) == rows
+    path.write_text("  [ ]  ")
+    assert list(iter_json_array(path, chunk_chars=chunk)) == []
+    path.write_text('[{"a": 1}, {"b": ')
+    with pytest.raises(HistoryError, match="not valid JSON"):
+        list(iter_json_array(path, chunk_chars=chunk))
