@@ -36,6 +36,7 @@ setup(
         "numpy>=1.24",
         "pyarrow>=14",
         "tqdm>=4.66",
+        "datasets>=2.18",
     ],
     extras_require={
         "gpu": ["deepspeed>=0.15", "vllm>=0.6"],

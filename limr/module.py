@@ -1,0 +1,649 @@
+"""``PPOModule``: PPO (or a critic-free estimator) over a policy, a value model and a frozen
+reference policy, as a Lightning module with manual optimisation.
+
+One ``training_step`` is one RL step: a rollout batch of prompts x samples and its update. The
+maths lives in :mod:`limr.ppo`; this module wires the stages together and is, with
+:mod:`limr.train`, the only place that sees every stage.
+
+Data order is a pure function of (seed, epoch, prompt set), and sampling is seeded per step, so a
+run resumed from a checkpoint replays exactly what the uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from limr import ppo
+from limr.registry import SAMPLERS
+from limr.types import Prompt, Reward, Rollout
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or inf; the run stops and the last good checkpoint stays."""
+
+
+class Experience(NamedTuple):
+    """One rollout batch ready for the PPO epochs. N rollouts, P prompt and T response tokens.
+
+    Attributes:
+        input_ids: [N, P + T] prompt (left-padded) then response (right-padded) tokens.
+        attention_mask: [N, P + T] bool, True on real tokens.
+        response_mask: [N, T] bool, True on response tokens that are trained on.
+        old_logprobs: [N, T] log-probs of the response under the policy that sampled it.
+        ref_logprobs: [N, T] log-probs under the reference policy (zeros when KL is off).
+        old_values: [N, T] value estimates (zeros without a value model).
+        advantages: [N, T].
+        returns: [N, T] value targets (zeros without a value model).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    old_values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+    def index(self, idx: torch.Tensor) -> Experience:
+        return Experience(*(t[idx] for t in self))
+
+
+class StepLoader:
+    """The train "dataloader": yields the RL step numbers still to run.
+
+    The prompts of a step are chosen by the module from its own restored state, so this loader
+    is stateless; ``state_dict`` exists so that Lightning treats it as resumable.
+    """
+
+    def __init__(self, module: PPOModule, total_steps: int) -> None:
+        self.module = module
+        self.total_steps = total_steps
+
+    def __len__(self) -> int:
+        return self.total_steps
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.module.rl_step, self.total_steps))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+def sequence_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    num_response: int,
+    temperature: float,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs [N, T] of the last ``num_response`` tokens (and their entropy) under ``model``."""
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids
+    ).logits
+    logits = logits[:, -num_response - 1 : -1].float()  # [N, T, V]: position t predicts t + 1
+    if temperature > 0:
+        logits = logits / temperature
+    logp = torch.log_softmax(logits, -1)
+    token_logp = logp.gather(-1, input_ids[:, -num_response:].unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp.exp() * logp).sum(-1) if with_entropy else None
+    return token_logp, entropy
+
+
+class PPOModule(L.LightningModule):
+    """PPO for language models (the LIMR paper's OpenRLHF setup), plus GRPO / RLOO / REINFORCE++.
+
+    Args:
+        policy: the actor, a transformers causal LM.
+        tokenizer: its tokenizer.
+        reward: a reward plugin (``limr.types.Reward``).
+        prompts: the training prompts.
+        format_prompt: problem text -> model input text.
+        history: the reward history (``limr.history.RewardHistory``); every rollout goes in.
+        ref_policy: frozen reference for the KL penalty (None when ``kl_coef == 0``).
+        value_model: the critic (``estimator == "gae"`` only).
+        group_filter: an online filter ``(correct [G, n], rewards [G, n]) -> keep [G]``.
+        curriculum: an online selector with ``update(history, epoch, all_ids)`` and ``schedule``.
+        metrics_path: a JSONL file that gets one line of metrics per step (for the report).
+        The other arguments are the fields of ``SamplerConfig`` and ``PPOConfig`` (see
+        :mod:`limr.config` for each one's meaning).
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: nn.Module,
+        tokenizer: Any,
+        reward: Reward,
+        prompts: Sequence[Prompt],
+        format_prompt: Callable[[str], str],
+        history: Any,
+        ref_policy: nn.Module | None = None,
+        value_model: nn.Module | None = None,
+        group_filter: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        curriculum: Any = None,
+        metrics_path: str | Path | None = None,
+        max_steps: int = 100,
+        max_epochs: int | None = None,
+        seed: int = 42,
+        # sampler
+        sampler_name: str = "hf",
+        sampler_kwargs: dict[str, Any] | None = None,
+        n_samples: int = 8,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        stop: Sequence[str] = (),
+        # ppo
+        estimator: str = "gae",
+        rollout_batch_size: int = 8,
+        train_batch_size: int = 16,
+        micro_batch_size: int = 4,
+        ppo_epochs: int = 1,
+        clip_eps: float = 0.2,
+        value_clip: float = 0.2,
+        kl_coef: float = 0.01,
+        kl_estimator: str = "k1",
+        adaptive_kl: bool = False,
+        kl_target: float = 0.01,
+        kl_horizon: int = 10000,
+        gamma: float = 1.0,
+        lam: float = 0.95,
+        whiten_advantages: bool = True,
+        entropy_coef: float = 0.0,
+        actor_lr: float = 1e-6,
+        critic_lr: float = 1e-5,
+        adam_betas: Sequence[float] = (0.9, 0.95),
+        weight_decay: float = 0.0,
+        grad_clip: float = 1.0,
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        if estimator == "gae" and value_model is None:
+            raise ValueError("estimator 'gae' needs a value model")
+        if kl_coef > 0 and ref_policy is None:
+            raise ValueError("kl_coef > 0 needs a reference policy")
+        self.policy = policy
+        self.value_model = value_model if estimator == "gae" else None
+        self.ref_policy = ref_policy
+        if ref_policy is not None:
+            ref_policy.requires_grad_(False)
+            ref_policy.eval()
+        self.tokenizer = tokenizer
+        self.reward = reward
+        self.prompts = list(prompts)
+        self.texts = [format_prompt(p.problem) for p in self.prompts]
+        self.index_of = {p.id: i for i, p in enumerate(self.prompts)}
+        self.history = history
+        self.group_filter = group_filter
+        self.curriculum = curriculum
+        self.metrics_path = Path(metrics_path) if metrics_path else None
+        self.max_steps = max_steps
+        self.max_epochs = max_epochs
+        self.seed = seed
+        self.sampler_name = sampler_name
+        self.sampler_kwargs = dict(sampler_kwargs or {})
+        self.sampler: Any = None
+        self.gen = dict(
+            n=n_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+            stop=list(stop),
+        )  # fmt: skip
+        self.n_samples = n_samples
+        self.temperature = temperature
+        self.estimator = estimator
+        self.rollout_batch_size = rollout_batch_size
+        self.train_batch_size = train_batch_size
+        self.micro_batch_size = micro_batch_size
+        self.ppo_epochs = ppo_epochs
+        self.clip_eps = clip_eps
+        self.value_clip = value_clip
+        self.kl_estimator = kl_estimator
+        self.kl_in_reward = estimator in ("gae", "reinforce_pp")
+        self.kl_ctl: ppo.AdaptiveKLController | ppo.FixedKLController = (
+            ppo.AdaptiveKLController(kl_coef, kl_target, kl_horizon)
+            if adaptive_kl
+            else ppo.FixedKLController(kl_coef)
+        )
+        self.gamma = gamma
+        self.lam = lam
+        self.whiten_advantages = whiten_advantages
+        self.entropy_coef = entropy_coef
+        self.actor_lr = actor_lr
+        self.critic_lr = critic_lr
+        self.adam_betas = tuple(adam_betas)
+        self.weight_decay = weight_decay
+        self.grad_clip = grad_clip
+        self.warmup_steps = warmup_steps
+        # position in the run (saved in every checkpoint)
+        self.rl_step = 0
+        self.epoch = 0
+        self.epoch_ids: list[str] = [p.id for p in self.prompts]
+        self.position = 0  # batches of the current epoch already done
+
+    # ------------------------------------------------------------------ Lightning plumbing
+
+    @property
+    def world(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    @property
+    def rank(self) -> int:
+        return self.trainer.global_rank if self._trainer is not None else 0
+
+    def total_steps(self) -> int:
+        if self.max_epochs is None or self.curriculum is not None:
+            return self.max_steps
+        per_epoch = len(self.prompts) // self.rollout_batch_size
+        return min(self.max_steps, per_epoch * self.max_epochs)
+
+    def train_dataloader(self) -> StepLoader:
+        return StepLoader(self, self.total_steps())
+
+    def configure_optimizers(self) -> Any:
+        # One optimiser with an actor group and a critic group: DeepSpeed accepts only one, and
+        # the learning rates stay separate (the paper: actor 5e-7, critic 9e-6).
+        groups = [{"params": [p for p in self.policy.parameters() if p.requires_grad],
+                   "lr": self.actor_lr, "name": "actor"}]  # fmt: skip
+        if self.value_model is not None:
+            groups.append({"params": list(self.value_model.parameters()), "lr": self.critic_lr,
+                           "name": "critic"})  # fmt: skip
+        optimizer = torch.optim.AdamW(groups, betas=self.adam_betas, weight_decay=self.weight_decay)
+        warmup = max(self.warmup_steps, 0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+        )
+        return [optimizer], [{"scheduler": scheduler, "interval": "step"}]
+
+    def on_fit_start(self) -> None:
+        if self.sampler is None:
+            self.sampler = SAMPLERS.build(
+                self.sampler_name, model=self.policy, tokenizer=self.tokenizer,
+                **self.sampler_kwargs,
+            )  # fmt: skip
+        if self.rollout_batch_size % self.world:
+            raise ValueError(
+                f"ppo.rollout_batch_size ({self.rollout_batch_size}) must be divisible by the "
+                f"number of processes ({self.world})"
+            )
+
+    def _stop_if_done(self) -> None:
+        # Lightning's epochs are not RL epochs: the run ends after total_steps RL steps.
+        if self.rl_step >= self.total_steps():
+            self.trainer.should_stop = True
+
+    def on_train_start(self) -> None:
+        self._stop_if_done()
+
+    def on_train_epoch_start(self) -> None:
+        self._stop_if_done()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:  # noqa: ARG002
+        self._stop_if_done()
+
+    @property
+    def _deepspeed(self) -> bool:
+        return "deepspeed" in type(self.trainer.strategy).__name__.lower()
+
+    # ------------------------------------------------------------------ data order
+
+    def _epoch_order(self, epoch: int, ids: list[str]) -> list[int]:
+        """Prompt indices of an epoch: a permutation seeded by (seed, epoch); drop_last."""
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        idx = [self.index_of[i] for i in ids]
+        perm = torch.randperm(len(idx), generator=g).tolist()
+        return [idx[j] for j in perm]
+
+    def _steps_in_epoch(self) -> int:
+        return max(1, len(self.epoch_ids) // self.rollout_batch_size)
+
+    def _start_epoch_if_due(self) -> None:
+        if self.position < self._steps_in_epoch():
+            return
+        self.epoch += 1
+        self.position = 0
+        if self.curriculum is not None:
+            chosen = None
+            if self.rank == 0:
+                all_ids = [p.id for p in self.prompts]
+                chosen = self.curriculum.update(self.history, self.epoch, all_ids)
+            chosen = self._broadcast(chosen)
+            if chosen is not None:
+                if len(chosen) < self.rollout_batch_size:
+                    raise ValueError(
+                        f"the curriculum chose {len(chosen)} prompts, fewer than one rollout "
+                        f"batch ({self.rollout_batch_size}): raise its min_size"
+                    )
+                self.epoch_ids = list(chosen)
+            if self.rank == 0 and self.curriculum.schedule:
+                last = self.curriculum.schedule[-1]
+                for k in ("theta", "size", "mean_accuracy"):
+                    if k in last and last[k] is not None:
+                        self.log(f"curriculum/{k}", float(last[k]), rank_zero_only=True)
+
+    def _broadcast(self, obj: Any) -> Any:
+        if self.world > 1 and dist.is_available() and dist.is_initialized():
+            box = [obj]
+            dist.broadcast_object_list(box, src=0)
+            return box[0]
+        return obj
+
+    def _batch_indices(self) -> list[int]:
+        """This rank's prompt indices for the current step (ranks take interleaved shares)."""
+        self._start_epoch_if_due()
+        order = self._epoch_order(self.epoch, self.epoch_ids)
+        start = self.position * self.rollout_batch_size
+        batch = order[start : start + self.rollout_batch_size]
+        return batch[self.rank :: self.world]
+
+    # ------------------------------------------------------------------ the RL step
+
+    def training_step(self, step: int, batch_idx: int) -> None:  # noqa: ARG002
+        prompt_idx = self._batch_indices()
+        prompts = [self.prompts[i] for i in prompt_idx]
+        n = self.n_samples
+
+        # 1. generate n responses per prompt with the current policy
+        rollout: Rollout = self.sampler.generate(
+            [self.texts[i] for i in prompt_idx],
+            seed=self.seed * 1_000_003 + self.rl_step * 1_009 + self.rank,
+            **self.gen,
+        )
+        answers = [prompts[i].answer for i in rollout.prompt_index.tolist()]
+        extras = [prompts[i].extra for i in rollout.prompt_index.tolist()]
+
+        # 2. score every response with the reward plugin
+        scores = self.reward(rollout.texts, answers, rollout.finished.tolist(), extras)
+        rewards = scores.rewards.float()
+        correct = scores.correct.bool()
+        lengths = rollout.response_mask.sum(-1)
+
+        # 3. record every rollout in the reward history (gathered on rank 0), durably
+        self._record(prompt_idx, rollout, rewards, correct, lengths)
+
+        # 4. online filter: keep whole groups (DAPO dynamic sampling, PRIME's band, ...)
+        keep = torch.ones(len(prompt_idx), dtype=torch.bool)
+        if self.group_filter is not None:
+            keep = self.group_filter(correct.view(-1, n), rewards.view(-1, n)).bool()
+        rows = keep.repeat_interleave(n).nonzero().squeeze(-1)
+
+        # 5. log-probs, reference, values; KL-penalised rewards; advantages
+        stats: dict[str, float] = {}
+        if len(rows) > 0:
+            exp = self._make_experience(rollout, rewards, rows, stats)
+            # 6. PPO epochs over mini-batches, micro-batches accumulated
+            self._ppo_update(exp, stats)
+        else:
+            self._ppo_update(None, stats)  # keep optimiser steps in lock-step across ranks
+
+        # 7. the sampler generates with the new weights from the next step on
+        self.sampler.update_weights(self.policy)
+        self.kl_ctl.update(stats.get("kl", 0.0), self.rollout_batch_size * n)
+        self.rl_step += 1
+        self.position += 1
+        self._log_step(rollout, rewards, correct, lengths, keep, stats)
+
+    def _record(self, prompt_idx, rollout, rewards, correct, lengths) -> None:
+        idx = torch.tensor(prompt_idx, dtype=torch.long)[rollout.prompt_index]
+        payload = torch.stack([idx.double(), rewards.double(), correct.double(),
+                               lengths.double()], -1)  # fmt: skip  # [N, 4]
+        if self.world > 1:
+            # note: NCCL gathers device tensors, gloo CPU ones
+            local = payload.to(self.device)
+            gathered = [torch.zeros_like(local) for _ in range(self.world)]
+            dist.all_gather(gathered, local)
+            payload = torch.cat(gathered, 0).cpu()
+        if self.rank != 0:
+            return
+        ids = [self.prompts[int(i)].id for i in payload[:, 0].tolist()]
+        self.history.record(
+            self.rl_step, self.epoch, ids, payload[:, 2].bool(), payload[:, 1].float(),
+            payload[:, 3].long(),
+        )  # fmt: skip
+        self.history.commit(self.rl_step)
+
+    @torch.no_grad()
+    def _make_experience(
+        self, rollout: Rollout, rewards: torch.Tensor, rows: torch.Tensor, stats: dict
+    ) -> Experience:
+        device = self.device
+        input_ids = torch.cat([rollout.query_ids, rollout.response_ids], 1)[rows].to(device)
+        attention = torch.cat([rollout.query_mask, rollout.response_mask], 1)[rows].to(device)
+        mask = rollout.response_mask[rows].to(device)
+        scores = rewards[rows].to(device)
+        T = mask.shape[1]
+        old_logprobs, ref_logprobs, values = [], [], []
+        self.policy.eval()
+        for chunk in torch.split(torch.arange(len(rows)), self.micro_batch_size * 4):
+            ids, att = input_ids[chunk], attention[chunk]
+            lp, _ = sequence_logprobs(self.policy, ids, att, T, self.temperature)
+            old_logprobs.append(lp)
+            if self.ref_policy is not None:
+                ref_logprobs.append(
+                    sequence_logprobs(self.ref_policy, ids, att, T, self.temperature)[0]
+                )
+            if self.value_model is not None:
+                self.value_model.eval()
+                values.append(self.value_model(ids, att)[:, -T - 1 : -1].float())
+        self.policy.train()
+        if self.value_model is not None:
+            self.value_model.train()
+        old_lp = torch.cat(old_logprobs) * mask
+        ref_lp = torch.cat(ref_logprobs) * mask if ref_logprobs else torch.zeros_like(old_lp)
+        old_values = torch.cat(values) * mask if values else torch.zeros_like(old_lp)
+
+        kl = ppo.kl_penalty(old_lp, ref_lp, self.kl_estimator) * mask
+        kl_coef = self.kl_ctl.value if self.ref_policy is not None else 0.0
+        stats["kl"] = float(ppo.masked_mean(kl, mask, dim=-1).mean())
+        if self.estimator == "gae":
+            token_r = ppo.token_rewards(scores, kl, mask, kl_coef)
+            advantages, returns = ppo.compute_gae(token_r, old_values, mask, self.gamma, self.lam)
+        elif self.estimator == "reinforce_pp":
+            token_r = ppo.token_rewards(scores, kl, mask, kl_coef)
+            advantages = ppo.discounted_returns(token_r, mask, self.gamma)
+            returns = torch.zeros_like(advantages)
+        else:  # grpo / rloo: whole groups survive the filter, so groups stay contiguous
+            seq_adv = ppo.group_advantages(scores, self.n_samples, self.estimator)
+            advantages = seq_adv.unsqueeze(-1) * mask
+            returns = torch.zeros_like(advantages)
+        if self.whiten_advantages:
+            advantages = ppo.masked_whiten(advantages, mask)
+        stats["advantage_mean"] = float(ppo.masked_mean(advantages, mask))
+        return Experience(input_ids, attention, mask, old_lp, ref_lp, old_values,
+                          advantages, returns)  # fmt: skip
+
+    def _ppo_update(self, exp: Experience | None, stats: dict) -> None:
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        local_rollouts = self.rollout_batch_size * self.n_samples // self.world
+        local_train = max(1, self.train_batch_size // self.world)
+        num_minibatches = max(1, local_rollouts // local_train)
+        sums: dict[str, list[float]] = {}
+        for epoch in range(self.ppo_epochs):
+            if exp is not None:
+                g = torch.Generator().manual_seed(self.seed + self.rl_step * 31 + epoch)
+                perm = torch.randperm(len(exp.input_ids), generator=g)
+                minibatches = torch.tensor_split(perm, num_minibatches)
+            else:
+                minibatches = [torch.zeros(0, dtype=torch.long)] * num_minibatches
+            for mb in minibatches:
+                optimizer.zero_grad(set_to_none=False)
+                micro = torch.split(mb, self.micro_batch_size) if len(mb) else []
+                for j, m in enumerate(micro):
+                    part = exp.index(m.to(exp.input_ids.device))
+                    loss, s = self._loss(part)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"non-finite loss {loss.item()} at RL step {self.rl_step} "
+                            f"({', '.join(f'{k}={v:.4g}' for k, v in s.items())}); the run stops "
+                            "and the last good checkpoint is kept. Lower the learning rates or "
+                            "check the reward."
+                        )
+                    weight = len(m) / len(mb)
+                    sync = self._deepspeed or j == len(micro) - 1
+                    ctx = contextlib.nullcontext() if sync else self._no_sync()
+                    with ctx:
+                        self.manual_backward(loss * weight)
+                    for k, v in s.items():
+                        sums.setdefault(k, []).append(float(v))
+                    if self._deepspeed:
+                        optimizer.step()  # DeepSpeed steps at its accumulation boundary
+                if not self._deepspeed:
+                    self._all_reduce_grads()
+                    stats.update(self._clip_gradients())
+                    optimizer.step()
+                scheduler.step()
+        stats.update({k: sum(v) / len(v) for k, v in sums.items()})
+        stats["actor_lr"] = optimizer.param_groups[0]["lr"]
+
+    def _no_sync(self) -> Any:
+        block = getattr(self.trainer.strategy, "block_backward_sync", None)
+        return block() if block is not None else contextlib.nullcontext()
+
+    def _all_reduce_grads(self) -> None:
+        """Average gradients over processes ourselves: every backward runs without DDP's reducer
+        (it cannot sync several backward passes per forward of the wrapper)."""
+        if self.world <= 1 or not (dist.is_available() and dist.is_initialized()):
+            return
+        grads = [p.grad for p in self._trainable() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        if self.value_model is not None:
+            params += list(self.value_model.parameters())
+        return params
+
+    def _clip_gradients(self) -> dict[str, float]:
+        out = {}
+        if self.grad_clip > 0:
+            out["actor_grad_norm"] = float(
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.grad_clip)
+            )
+            if self.value_model is not None:
+                out["critic_grad_norm"] = float(
+                    torch.nn.utils.clip_grad_norm_(self.value_model.parameters(), self.grad_clip)
+                )
+        return out
+
+    def _loss(self, b: Experience) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        T = b.response_mask.shape[1]
+        want_entropy = True
+        logprobs, entropy = sequence_logprobs(
+            self.policy, b.input_ids, b.attention_mask, T, self.temperature, want_entropy
+        )
+        pg_loss, s = ppo.policy_loss(
+            logprobs, b.old_logprobs, b.advantages, b.response_mask, self.clip_eps
+        )
+        loss = pg_loss
+        stats = {"policy_loss": pg_loss.detach(), **s}
+        if entropy is not None:
+            ent = ppo.masked_mean(entropy, b.response_mask)
+            stats["entropy"] = ent.detach()
+            if self.entropy_coef:
+                loss = loss - self.entropy_coef * ent
+        if not self.kl_in_reward and self.ref_policy is not None and self.kl_ctl.value:
+            # GRPO / RLOO: the KL term goes into the loss (k3, Shao et al. 2024, eq. 4)
+            k3 = ppo.kl_penalty(logprobs, b.ref_logprobs, "k3")
+            kl_loss = ppo.masked_mean(k3, b.response_mask, dim=-1).mean()
+            loss = loss + self.kl_ctl.value * kl_loss
+            stats["kl_loss"] = kl_loss.detach()
+        if self.value_model is not None:
+            values = self.value_model(b.input_ids, b.attention_mask)[:, -T - 1 : -1].float()
+            vf_loss, vs = ppo.value_loss(
+                values, b.old_values, b.returns, b.response_mask, self.value_clip
+            )
+            loss = loss + vf_loss  # separate parameters: the sum trains each on its own loss
+            stats.update({"value_loss": vf_loss.detach(), **vs})
+        return loss, stats
+
+    # ------------------------------------------------------------------ logging
+
+    def _log_step(self, rollout, rewards, correct, lengths, keep, stats) -> None:
+        metrics = {
+            "train/reward_mean": float(rewards.mean()),
+            "train/correct_rate": float(correct.float().mean()),
+            "train/finished_rate": float(rollout.finished.float().mean()),
+            "train/response_length": float(lengths.float().mean()),
+            "train/kept_groups": float(keep.float().mean()),
+            "train/kl_coef": float(self.kl_ctl.value),
+            "train/epoch": float(self.epoch),
+            "train/prompts_in_epoch": float(len(self.epoch_ids)),
+        }
+        metrics.update({f"train/{k}": float(v) for k, v in stats.items()})
+        self.log_dict(metrics, on_step=True, prog_bar=False, rank_zero_only=True)
+        self.log("reward", metrics["train/reward_mean"], prog_bar=True, rank_zero_only=True)
+        self.log("epoch_rl", float(self.epoch), prog_bar=True, rank_zero_only=True)
+        if self.metrics_path is not None and self.rank == 0:
+            line = {"step": self.rl_step, **metrics}
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Only plain types and tensors: checkpoints load with torch.load(weights_only=True).
+        checkpoint["limr"] = {
+            "rl_step": self.rl_step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "epoch_ids": list(self.epoch_ids),
+            "kl_coef": float(self.kl_ctl.value),
+            "curriculum_schedule": json.dumps(getattr(self.curriculum, "schedule", [])),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": json.dumps(random.getstate(), default=list),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["limr"]
+        self.rl_step = int(state["rl_step"])
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self.epoch_ids = list(state["epoch_ids"])
+        self.kl_ctl.value = float(state["kl_coef"])
+        if self.curriculum is not None:
+            self.curriculum.schedule[:] = json.loads(state["curriculum_schedule"])
+        torch.set_rng_state(state["torch_rng"])
+        version, internal, gauss = json.loads(state["python_rng"])
+        random.setstate((version, tuple(internal), gauss))
+        # the history may hold steps after this checkpoint: forget them, they will be replayed
+        if self.history is not None:
+            self.history.truncate(self.rl_step - 1)
+        if self.metrics_path is not None and self.metrics_path.exists():
+            keep = [
+                line
+                for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and _step_of(line) <= self.rl_step
+            ]
+            self.metrics_path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+
+
+def _step_of(line: str) -> float:
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf

@@ -1,0 +1,154 @@
+"""End-to-end training on a tiny model built from a config: parameters change, the history and
+checkpoints are written, and a resumed run ends with exactly the cells of an uninterrupted one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from limr.config import load_config
+from limr.history import RewardHistory
+from limr.train import find_resume_checkpoint, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_prompts(path: Path, n: int = 8) -> Path:
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(
+                json.dumps({"id": f"p{i}", "problem": f"{i}+{i}=", "answer": str(2 * i)}) + "\n"
+            )
+    return path
+
+
+def overrides(model_dir: Path, data: Path, run_dir: Path, **extra) -> list[str]:
+    base = {
+        "plugins": "[toy_plugins]",
+        "model.name_or_path": str(model_dir),
+        "data.train": str(data),
+        "reward.name": "toy_digit",
+        "sampler.n_samples": 2,
+        "sampler.max_new_tokens": 4,
+        "sampler.temperature": 1.0,
+        "ppo.rollout_batch_size": 2,
+        "ppo.train_batch_size": 2,
+        "ppo.micro_batch_size": 1,
+        "ppo.actor_lr": 1e-3,
+        "ppo.critic_lr": 1e-3,
+        "ppo.warmup_steps": 0,
+        "trainer.accelerator": "cpu",
+        "trainer.max_steps": 2,
+        "trainer.checkpoint_every": 1,
+        "trainer.progress": False,
+        "run.run_dir": str(run_dir),
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def cells(history: RewardHistory) -> dict:
+    n = history.n.tolist()
+    return {(i, e): n[r][e] for r, i in enumerate(history.ids) for e in range(len(n[r])) if n[r][e]}
+
+
+def test_train_two_steps_then_resume(tiny_model_dir, tmp_path):
+    data = write_prompts(tmp_path / "p.jsonl")
+    run = tmp_path / "run"
+    cfg = load_config(None, overrides(tiny_model_dir, data, run))
+    summary = train(cfg)
+    assert summary["steps"] == 2
+    from safetensors.torch import load_file
+
+    start = load_file(tiny_model_dir / "model.safetensors")
+    end = load_file(run / "final" / "model.safetensors")
+    changed = [k for k in start if not torch.equal(start[k], end[k])]
+    assert changed, "no parameter changed after two PPO steps"
+    h = RewardHistory.load(run / "history")
+    # 2 steps x 2 prompts x 2 samples: 4 prompts rolled out twice each in epoch 0
+    assert int(h.n.sum()) == 8 and len(h.ids) == 4
+    assert sorted((run / "checkpoints").glob("step-*.ckpt"))
+    assert (run / "metrics.jsonl").read_text().count("\n") == 2
+    assert (run / "config.yaml").exists() and (run / "tb").exists()
+
+    # a second start without --resume refuses to overwrite the run
+    from limr.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg)
+    # resume to 4 steps: epoch 0 had 4 steps (8 prompts / 2), so all 8 prompts get rolled out
+    cfg4 = load_config(None, overrides(tiny_model_dir, data, run, **{"trainer.max_steps": 4}))
+    summary = train(cfg4, resume=True)
+    assert summary["steps"] == 4 and summary["resumed_from"].endswith("step-000002.ckpt")
+    h = RewardHistory.load(run / "history")
+    assert int(h.n.sum()) == 16 and len(h.ids) == 8
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"ppo.estimator": "grpo"},
+        {"ppo.estimator": "rloo", "ppo.kl_coef": 0.0},
+        {"ppo.estimator": "reinforce_pp", "ppo.kl_estimator": "k3"},
+        {"ppo.adaptive_kl": True, "ppo.entropy_coef": 0.01, "ppo.value_clip": 0.0},
+        {"ppo.whiten_advantages": False, "ppo.grad_clip": 0.0, "ppo.ppo_epochs": 2},
+    ],
+    ids=["grpo", "rloo-nokl", "reinforce_pp-k3", "adaptive-entropy-noclip", "nowhiten-2epochs"],
+)
+def test_every_estimator_and_option_trains(tiny_model_dir, tmp_path, extra):
+    data = write_prompts(tmp_path / "p.jsonl")
+    cfg = load_config(
+        None, overrides(tiny_model_dir, data, tmp_path / "run", **{"trainer.max_steps": 1}, **extra)
+    )
+    summary = train(cfg)
+    assert summary["steps"] == 1
+    m = summary["metric_last"]
+    assert all(isinstance(v, float) and v == v for v in m.values() if isinstance(v, float))
+    assert "train/policy_loss" in m
+
+
+def test_corrupt_newest_checkpoint_falls_back(tiny_model_dir, tmp_path):
+    data = write_prompts(tmp_path / "p.jsonl")
+    run = tmp_path / "run"
+    train(load_config(None, overrides(tiny_model_dir, data, run)))
+    newest = sorted((run / "checkpoints").glob("step-*.ckpt"))[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
+    with pytest.warns(UserWarning, match="unreadable"):
+        found = find_resume_checkpoint(run)
+    assert found is not None and found.name == "step-000001.ckpt"
+
+
+def test_kill_and_resume_gives_exactly_the_uninterrupted_cells(tiny_model_dir, tmp_path):
+    data = write_prompts(tmp_path / "p.jsonl", n=8)
+    steps = {"trainer.max_steps": 8, "trainer.checkpoint_every": 2}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
+
+    # the uninterrupted run, in-process
+    ref_run = tmp_path / "ref"
+    train(load_config(None, overrides(tiny_model_dir, data, ref_run, **steps)))
+    expected = cells(RewardHistory.load(ref_run / "history"))
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "limr", "train", *overrides(tiny_model_dir, data, run, **steps)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # kill it once it has committed some history but before it is done
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        ckpts = list((run / "checkpoints").glob("step-*.ckpt")) if run.exists() else []
+        if ckpts:
+            time.sleep(0.3)
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = cells(RewardHistory.load(run / "history"))
+    assert got == expected
