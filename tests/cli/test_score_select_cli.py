@@ -1,0 +1,210 @@
+"""``limr score`` and ``limr select``: the released LIMR scores, histories, rollout logs, plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from limr.cli import main
+from limr.history import RewardHistory
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_REF = ROOT.parent / "shared" / "data" / "limr_reference" / "selection.jsonl"
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def _run_with_history(tmp_path: Path) -> Path:
+    """A run folder whose history has 30 prompts x 4 epochs with varied curves."""
+    run = tmp_path / "run"
+    h = RewardHistory(run / "history")
+    gen = torch.Generator().manual_seed(0)
+    rate = torch.rand(30, generator=gen)
+    step = 0
+    for epoch in range(4):
+        for half in (range(0, 15), range(15, 30)):
+            step += 1
+            ids = [f"q{i}" for i in half for _ in range(4)]
+            p = torch.tensor([min(1.0, rate[i].item() * (epoch + 1) / 3) for i in half])
+            correct = torch.rand(len(ids), generator=gen) < p.repeat_interleave(4)
+            h.record(step, epoch, ids, correct, torch.where(correct, 1.0, -0.5))
+            h.commit(step)
+    return run
+
+
+def test_select_on_released_scores_keeps_exactly_the_1389(tmp_path, capsys):
+    if SHARED_REF.is_file():  # CI has ../shared; the shipped copy is checked below either way
+        shared_out = tmp_path / "shared.jsonl"
+        args = ["select", str(SHARED_REF), "--threshold", "0.6", "--out", str(shared_out)]
+        assert main(args) == 0
+        ref = _lines(SHARED_REF)
+        assert {r["id"] for r in _lines(shared_out)} == {r["id"] for r in ref if r["in_limr"]}
+        capsys.readouterr()
+    assert main(["select", "shipped:limr_reference", "--out", str(tmp_path / "s.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "kept 1389 of 7936 scored prompts" in out and "1324" not in out.split("\n")[0]
+    kept = {r["id"] for r in _lines(tmp_path / "s.jsonl")}
+    ref = _lines(ROOT / "limr" / "data" / "limr_reference" / "selection.jsonl")
+    assert kept == {r["id"] for r in ref if r["in_limr"]}
+    assert len(kept) == 1389
+    # the nearby-threshold table
+    table = out.splitlines()
+    i = next(k for k, line in enumerate(table) if "nearby thresholds" in line)
+    assert table[i + 1].split()[4] == "0.60" and table[i + 2].split()[4] == "1389"
+    # > 0.6 (the paper's wording) keeps 1,324
+    assert main(["select", "shipped:limr_reference", "--strict", "--out", str(tmp_path / "g")]) == 0
+    assert len(_lines(tmp_path / "g")) == 1324
+
+
+def test_select_writes_the_kept_training_records(tmp_path):
+    out = tmp_path / "subset.jsonl"
+    args = ["select", "shipped:limr_reference", "--data", "shipped:math_train", "--out", str(out)]
+    assert main(args) == 0
+    records = _lines(out)
+    assert len(records) == 1389 and {"id", "problem", "answer"} <= set(records[0])
+    # rand the size of that selection, from the same pool
+    rand = tmp_path / "rand.jsonl"
+    assert (
+        main(
+            [
+                "select",
+                "shipped:limr_reference",
+                "--selector",
+                "rand",
+                "--size-of",
+                str(out),
+                "--out",
+                str(rand),
+            ]
+        )
+        == 0
+    )
+    assert len(_lines(rand)) == 1389
+    assert {r["id"] for r in _lines(rand)} != {r["id"] for r in records}
+
+
+def test_score_then_select_equals_select_on_the_history(tmp_path, capsys):
+    run = _run_with_history(tmp_path)
+    scores = tmp_path / "scores.jsonl"
+    assert main(["score", str(run), "--selector", "lim", "--out", str(scores)]) == 0
+    rows = _lines(scores)
+    assert len(rows) == 30 and set(rows[0]) == {"id", "score"}
+    direct, via = tmp_path / "direct.jsonl", tmp_path / "via.jsonl"
+    assert main(["select", str(run), "--threshold", "0.5", "--out", str(direct)]) == 0
+    assert main(["select", str(scores), "--threshold", "0.5", "--out", str(via)]) == 0
+    assert [r["id"] for r in _lines(direct)] == [r["id"] for r in _lines(via)]
+    out = capsys.readouterr().out
+    assert "never-solved prompts kept" in out
+    for name in ("linear", "variance", "learnability", "pearson", "rand"):
+        assert main(["score", str(run), "--selector", name, "--out", str(tmp_path / name)]) == 0
+    assert (
+        main(
+            [
+                "select",
+                str(run),
+                "--selector",
+                "variance",
+                "--size",
+                "5",
+                "--out",
+                str(tmp_path / "v.jsonl"),
+            ]
+        )
+        == 0
+    )
+    assert len(_lines(tmp_path / "v.jsonl")) == 5
+
+
+def test_select_plots(tmp_path):
+    run = _run_with_history(tmp_path)
+    plots = tmp_path / "plots"
+    args = ["select", str(run), "--size", "10", "--out", str(tmp_path / "k"), "--plot", str(plots)]
+    assert main(args) == 0
+    names = sorted(p.name for p in plots.iterdir())
+    assert names == ["lim_kept_curves.png", "lim_kept_vs_threshold.png", "lim_score_hist.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in plots.iterdir())
+
+
+def _logs(folder: Path) -> None:
+    folder.mkdir()
+    template = "<|im_start|>system\nreason<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n"
+    step = 0
+    for epoch in range(3):
+        for probs in (("Compute 1+1.", "Compute 2+2."), ("Compute 3+3.",)):
+            step += 1
+            rows = []
+            for k, prob in enumerate(probs):
+                for s in range(4):
+                    ok = s < epoch + k
+                    rows.append(
+                        {
+                            "prompt": template.format(prob),
+                            "response": "r",
+                            "reward": 1 if ok else -0.5,
+                        }
+                    )
+            (folder / f"step_{step}.json").write_text(json.dumps(rows))
+
+
+def test_score_and_select_rollout_logs(tmp_path, capsys):
+    logs = tmp_path / "logs"
+    _logs(logs)
+    out = tmp_path / "scores.jsonl"
+    assert main(["score", str(logs), "--out", str(out)]) == 2
+    assert "--steps-per-epoch" in capsys.readouterr().err
+    assert main(["score", str(logs), "--steps-per-epoch", "2", "--out", str(out)]) == 0
+    rows = _lines(out)
+    assert len(rows) == 3 and "prompt" in rows[0] and "<|im_start|>user" in rows[0]["prompt"]
+    # select with --data matches prompt texts (chat template removed) to the data's problems
+    data = tmp_path / "train.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"id": f"d{i}", "problem": f"Compute {i}+{i}.", "answer": str(2 * i)}) + "\n"
+            for i in range(1, 5)
+        )
+    )
+    sub = tmp_path / "sub.jsonl"
+    args = [
+        "select",
+        str(logs),
+        "--steps-per-epoch",
+        "2",
+        "--threshold",
+        "-100",
+        "--data",
+        str(data),
+        "--out",
+        str(sub),
+    ]
+    assert main(args) == 0
+    assert [r["id"] for r in _lines(sub)] == ["d1", "d2", "d3"]
+    # max epochs
+    assert (
+        main(["score", str(logs), "--steps-per-epoch", "2", "--max-epochs", "1", "--out", str(out)])
+        == 0
+    )
+    assert "over 1 epochs" in capsys.readouterr().out
+
+
+def test_user_errors_exit_2(tmp_path, capsys):
+    run = _run_with_history(tmp_path)
+    o = str(tmp_path / "o")
+    assert main(["select", str(run), "--selector", "dapo", "--out", o]) == 2
+    assert "online" in capsys.readouterr().err
+    assert main(["select", str(run), "--selector", "limm", "--out", o]) == 2
+    assert "Did you mean 'lim'" in capsys.readouterr().err
+    assert main(["select", str(run), "--selector", "rand", "--out", o]) == 2
+    assert "needs a size" in capsys.readouterr().err
+    assert main(["select", str(tmp_path / "nothing"), "--out", o]) == 2
+    assert main(["score", "shipped:limr_reference", "--out", o]) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "score": 0.5}\n{"id": "b", "score": "x"}\n')
+    assert main(["select", str(bad), "--out", o]) == 2
+    assert "bad.jsonl:2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["select", str(run), "--threshold", "0.5", "--size", "3", "--out", o])
