@@ -377,8 +377,6 @@ def _check_keys(schema: DictConfig, user: Any, prefix: str, where: str) -> None:
                 "valid keys under "
                 f"{prefix.rstrip('.') or 'the root'}: {', '.join(valid)}"
             )
-        if OmegaConf.is_missing(user, key):
-            raise ConfigError(f"{where}: {full} is required (it is ???): give it a value")
         sub = schema._get_node(key)  # noqa: SLF001 - the node keeps its declared type
         if isinstance(sub, DictConfig) and sub._metadata.object_type not in (None, dict):  # noqa: SLF001
             _check_keys(sub, user[key], f"{full}.", where)
@@ -417,12 +415,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
     """
     schema = OmegaConf.structured(LimrConfig)
     merged = schema
+    # ``???`` in a layer marks a value the user must give in a later layer (merging a ??? keeps
+    # the default, so it is tracked here).
+    required: set[str] = set()
     for where, layer in _to_container(path, list(overrides)):
         _check_keys(schema, layer, "", where)
+        leaves = _leaf_keys(layer)
+        required -= {k for k, is_missing in leaves.items() if not is_missing}
+        required |= {k for k, is_missing in leaves.items() if is_missing}
         try:
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as err:
             raise ConfigError(f"{where}: {_describe(err)}") from None
+    missing = sorted(required)
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)}: required (??? in the config): give a value, e.g. on the "
+            f"command line as {missing[0]}=..."
+        )
     try:
         cfg = OmegaConf.to_object(merged)
     except ConfigError:
@@ -431,6 +441,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         raise ConfigError(_describe(err)) from None
     assert isinstance(cfg, LimrConfig)
     return cfg
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> dict[str, bool]:
+    """Every leaf key of a layer, mapped to whether it is ``???``."""
+    out: dict[str, bool] = {}
+    for key in node.keys():
+        full = f"{prefix}{key}"
+        if OmegaConf.is_missing(node, key):
+            out[full] = True
+        elif isinstance(node[key], DictConfig):
+            out.update(_leaf_keys(node[key], f"{full}."))
+        else:
+            out[full] = False
+    return out
 
 
 def _describe(err: OmegaConfBaseException) -> str:

@@ -19,7 +19,9 @@ def test_defaults_load_without_a_file():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_loads_and_opens_with_a_comment(path):
-    cfg = load_config(path)
+    # values a config marks ??? (required) are given as a user would on the command line
+    required = {"smollm2_gpu.yaml": ["model.name_or_path=/x", "model.gguf_file=m.gguf"]}
+    cfg = load_config(path, required.get(path.name, []))
     assert isinstance(cfg, LimrConfig)
     first = path.read_text().splitlines()[0]
     assert first.startswith("#"), f"{path.name} must open with a comment"
@@ -60,13 +62,6 @@ def test_bad_choice_and_inconsistent_sizes():
         load_config(None, ["ppo.rollout_batch_size=3", "sampler.n_samples=1"])
 
 
-def test_missing_required_value(tmp_path):
-    f = tmp_path / "c.yaml"
-    f.write_text("model:\n  name_or_path: ???\n")
-    with pytest.raises(ConfigError, match="name_or_path"):
-        load_config(f)
-
-
 def test_malformed_override_and_yaml(tmp_path):
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["ppo.clip_eps"])
@@ -97,3 +92,31 @@ def test_config_error_exits_2_without_traceback(capsys):
 def test_null_for_a_required_value_names_the_key():
     with pytest.raises(ConfigError, match="model.name_or_path"):
         load_config(None, ["model.name_or_path=null"])
+
+
+def test_required_value_in_yaml_can_be_given_on_the_command_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("# x\nmodel:\n  name_or_path: ???\n")
+    with pytest.raises(ConfigError, match="model.name_or_path: required"):
+        load_config(f)
+    assert load_config(f, ["model.name_or_path=/some/model"]).model.name_or_path == "/some/model"
+
+
+def test_paper_config_reproduces_the_papers_setup():
+    cfg = load_config(ROOT / "configs/limr_qwen_math_7b.yaml")
+    assert cfg.model.name_or_path == "Qwen/Qwen2.5-Math-7B" and cfg.model.dtype == "bfloat16"
+    assert cfg.data.train == "shipped:math_train" and cfg.data.template == "qwen_math"
+    assert (cfg.sampler.name, cfg.sampler.n_samples, cfg.sampler.temperature) == ("vllm", 8, 1.2)
+    assert cfg.sampler.max_new_tokens == 3072
+    p = cfg.ppo
+    assert (p.estimator, p.rollout_batch_size, p.train_batch_size, p.micro_batch_size) == (
+        "gae",
+        1024,
+        256,
+        4,
+    )
+    assert (p.clip_eps, p.value_clip, p.kl_coef, p.kl_estimator) == (0.2, 0.2, 0.01, "k1")
+    assert (p.gamma, p.lam, p.actor_lr, p.critic_lr) == (1.0, 0.95, 5e-7, 9e-6)
+    assert list(p.adam_betas) == [0.9, 0.95] and p.grad_clip == 1.0 and p.warmup_steps == 10
+    assert cfg.trainer.strategy == "deepspeed_stage_3" and "bf16" in cfg.trainer.precision
+    assert cfg.run.eval_benchmarks == ["math500", "aime24", "amc23"] and cfg.run.seed == 42
