@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         importlib.import_module(module).add_arguments(p)
+        p.add_argument(
+            "--plugins",
+            default="",
+            metavar="MODULES",
+            help="comma-separated importable modules that register your own plugins",
+        )
         p.set_defaults(_module=module)
     return parser
 
@@ -55,10 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from limr.config import ConfigError
     from limr.prompts import DataError
-    from limr.registry import PluginImportError, RegistryError
+    from limr.registry import PluginImportError, RegistryError, import_plugins
 
     args = build_parser().parse_args(argv)
     try:
+        modules = [m for m in args.plugins.split(",") if m.strip()]
+        if modules:
+            import sys as _sys
+
+            _sys.path.insert(0, "")  # modules in the current directory, like `python -m`
+            import_plugins([m.strip() for m in modules])
         return int(importlib.import_module(args._module).main(args) or 0)
     except (ConfigError, DataError, RegistryError, PluginImportError, UsageError) as err:
         print(f"limr {args.command}: error: {err}", file=sys.stderr)
