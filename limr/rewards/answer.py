@@ -1,0 +1,746 @@
+"""Answer checking: the last ``\\boxed{}`` of a response, normalised and compared to the gold.
+
+Equivalence is decided by the cheapest stage that can decide it (REFERENCE.md, eval protocol):
+
+1. the normalised strings are equal (Minerva-style normalisation: ``\\dfrac``, ``\\left``,
+   ``\\right``, spaces, ``$``, ``^\\circ``, ``\\text{units}``, ``x =`` prefixes, ...);
+2. both sides evaluate, with a safe parser (:mod:`limr.rewards._expr`, no ``eval``), to numbers
+   that are equal -- exactly for integers and fractions ("025" is 25), within a relative 1e-4 when
+   a side is written as a decimal -- or to the same function of their variables;
+3. tuples, intervals, sets, unions and matrices are compared element by element (sets and
+   comma-separated lists of solutions in any order, the others in order);
+4. what is left (relations, unusual notation) goes to math-verify and sympy, with both answers
+   wrapped in ``\\boxed{}`` so that its parser sees maths, inside a worker process that is killed
+   when the time budget runs out (:mod:`limr.rewards.parallel`).
+
+Stages 1-3 run in the calling process and decide the common case in microseconds; they never
+hang (every input is bounded in size and every number in magnitude). Stage 4 is the only one that
+can be slow, and it never runs in the calling process.
+
+This module imports only the standard library: it also runs inside the checker's workers.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import re
+import time
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+
+from limr.rewards import _expr
+
+MAX_BOX_CHARS = 10_000
+"""A ``\\boxed{`` whose closing brace is further away than this counts as unclosed."""
+MAX_ANSWER_CHARS = 1_000
+"""A boxed answer longer than this is wrong without further checks."""
+MAX_ITEMS = 64
+"""Tuples, sets and matrices with more elements are compared as strings only."""
+DEFAULT_TIMEOUT = 2.0
+"""Seconds allowed for one check (the paper's 2 s)."""
+
+NUMERIC_TOLERANCE = Fraction(1, 10_000)
+"""Relative tolerance when an answer is written as a decimal (the paper's 1e-4)."""
+_SAME = 1e-9  # relative difference below which two float evaluations are the same value
+_DIFFERENT = 1e-6  # above which they are different values (between: ask the symbolic stage)
+
+
+class Verdict(enum.Enum):
+    """The outcome of one check."""
+
+    CORRECT = "correct"
+    WRONG = "wrong"
+    TIMEOUT = "timeout"
+    """Could not be decided within the time budget, or too large to compute (counts as wrong)."""
+
+
+class _Undecided(Exception):
+    """Internal: the in-process stages cannot decide; the symbolic stage must."""
+
+
+class _BudgetExceeded(Exception):
+    """Internal: the time budget ran out between two steps."""
+
+
+SymbolicFn = Callable[[str, str], bool]
+
+# ---------------------------------------------------------------------------------------------
+# Extraction
+
+_BOX = re.compile(r"\\(?:boxed|fbox|framebox)(?![A-Za-z])")
+_BRACE = re.compile(r"\\[\\{}]|[{}]")
+
+
+def count_boxes(text: str) -> int:
+    """The number of ``\\boxed`` / ``\\fbox`` commands in ``text``."""
+    return len(_BOX.findall(text))
+
+
+def extract_boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` (or ``\\fbox{}``, ``\\boxed 5``) of ``text``.
+
+    Braces nest to any depth; escaped braces ``\\{ \\}`` do not count. Returns None when there is
+    no box or the last one is never closed (a box longer than :data:`MAX_BOX_CHARS` counts as
+    unclosed, so a megabyte of braces costs one bounded scan).
+    """
+    last = None
+    for last in _BOX.finditer(text):  # noqa: B007 - only the last one matters
+        pass
+    if last is None:
+        return None
+    i = last.end()
+    while i < len(text) and text[i] in " \t":
+        i += 1
+    if text.startswith("[", i) and text[last.start() : last.end()] == "\\framebox":
+        close = text.find("]", i, i + 100)  # \framebox[width]{...}
+        i = close + 1 if close > 0 else i
+    if text.startswith("{", i):
+        depth = 0
+        for m in _BRACE.finditer(text, i, min(len(text), i + MAX_BOX_CHARS + 2)):
+            tok = m.group()
+            if tok == "{":
+                depth += 1
+            elif tok == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[i + 1 : m.start()]
+        return None
+    # ``\boxed 5``: up to the end of the math ($) or the line (Minerva's rule)
+    m = re.match(rf"[^$\n]{{1,{MAX_BOX_CHARS}}}", text[i : i + MAX_BOX_CHARS])
+    return m.group().strip() if m else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation
+
+
+def _match_brace(s: str, i: int, open_: str = "{", close: str = "}") -> int:
+    """Index of the brace closing the one at ``s[i]``, or -1."""
+    depth = 0
+    j = i
+    while j < len(s):
+        c = s[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == open_:
+            depth += 1
+        elif c == close:
+            depth -= 1
+            if depth == 0:
+                return j
+        j += 1
+    return -1
+
+
+def _read_arg(s: str, i: int) -> tuple[str, int] | None:
+    """One TeX argument at ``s[i]``: a braced group, a command name or a single character."""
+    while i < len(s) and s[i] == " ":
+        i += 1
+    if i >= len(s):
+        return None
+    if s[i] == "{":
+        end = _match_brace(s, i)
+        return (s[i + 1 : end], end + 1) if end > 0 else None
+    if s[i] == "\\":
+        m = re.match(r"\\(?:[A-Za-z]+|.)", s[i:])
+        return (m.group(), i + m.end()) if m else None
+    if s[i] in "}^_":
+        return None
+    return s[i], i + 1
+
+
+def _braced_args(s: str, command: str, nargs: int) -> str:
+    """Rewrite ``\\frac12``, ``\\frac{1}2``, ``\\frac 1 2`` as ``\\frac{1}{2}``; same for sqrt."""
+    pattern = re.compile(re.escape(command) + r"(?![A-Za-z])")
+    out = []
+    pos = 0
+    while (m := pattern.search(s, pos)) is not None:
+        out.append(s[pos : m.end()])
+        i = m.end()
+        if command == "\\sqrt" and s.startswith("[", i):  # \sqrt[3]{x}
+            end = s.find("]", i)
+            if end < 0:
+                break
+            out.append(s[i : end + 1])
+            i = end + 1
+        args = []
+        for _ in range(nargs):
+            arg = _read_arg(s, i)
+            if arg is None:
+                break
+            # thousands separators inside a fraction: \frac{1}{29,322,216}
+            args.append(arg[0].replace(",", "") if _THOUSANDS.fullmatch(arg[0]) else arg[0])
+            i = arg[1]
+        if len(args) < nargs:
+            pos = m.end()
+            continue
+        out.append("".join("{" + _braced_args(a, command, nargs) + "}" for a in args))
+        pos = i
+    out.append(s[pos:])
+    return "".join(out)
+
+
+_UNICODE = str.maketrans(
+    {
+        "\u2212": "-",
+        "\u2013": "-",
+        "\u00d7": "\\times ",
+        "\u22c5": "\\cdot ",
+        "\u00b7": "\\cdot ",
+        "\u00f7": "\\div ",
+        "\u03c0": "\\pi ",
+        "\u221e": "\\infty ",
+        "\u2264": "\\leq ",
+        "\u2265": "\\geq ",
+        "\u2260": "\\neq ",
+        "\u00b0": "^\\circ",
+        "\u221a": "\\sqrt",
+        "\u222a": "\\cup ",
+        "\u00a0": " ",
+    }
+)
+_SPACING = re.compile(
+    r"(\\\\)|\\[,;:! ]|\\q?quad(?![A-Za-z])|~|\\(?:dis|text|script)style(?![A-Za-z])"
+)
+_SIZES = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![A-Za-z])\.?")
+_TEXT_CMDS = re.compile(
+    r"\\(?:mbox|textrm|textnormal|textup|textit|textsf|mathrm|mathit|mathsf|operatorname)"
+    r"(?![A-Za-z])"
+)
+_UNWRAP = re.compile(r"\\(?:textbf|mathbf|boldsymbol|bm|boxed|fbox)(?![A-Za-z])\s*\{")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree(?![A-Za-z])|\\circ(?![A-Za-z])")
+_UNITS = re.compile(
+    r"(?<=[\d}])\s+(?:square\s+|sq\.?\s*|cubic\s+)?(?:units?|cm|mm|km|meters?|metres?|inches|inch|"
+    r"feet|foot|ft|yards?|miles?|mph|hours?|hrs?|minutes?|mins?|seconds?|secs?|degrees?|dollars?|"
+    r"cents?|pounds?|lbs?|kg|grams?|liters?|litres?|days?|weeks?|months?|years?|ways|people|"
+    r"students|points?|digits|times|tiles|marbles|coins|cookies|pages)(?:\^?\{?[23]\}?)?\.?\s*$",
+    re.IGNORECASE,
+)
+_LHS = re.compile(
+    r"^(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?(?:\([A-Za-z]\))?\s*(?:=|\\in(?![A-Za-z]))(?!=)"
+)
+_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_MIXED = re.compile(r"(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}")
+_CHOICE = re.compile(r"\(?([A-Ea-e])\)?")
+_BASE = re.compile(r"(-?[0-9A-Za-z.]+)_\{?(\d+)\}?")
+
+
+def _text_groups(s: str) -> tuple[str, bool]:
+    """Handle ``\\text{...}``: "and"/"or" become commas, words after maths are units and are
+    dropped (``5\\text{ cm}^2``), anything else is unwrapped. Returns the new string and whether
+    the answer is text only (a word or a choice: compared as a string)."""
+    spans = []
+    for m in re.finditer(r"\\text\s*\{", s):
+        start = m.end() - 1
+        end = _match_brace(s, start)
+        if end < 0:
+            return s, False
+        spans.append((m.start(), end + 1, s[start + 1 : end]))
+    if not spans:
+        return s, False
+    pieces, outside, pos, had_text = [], [], 0, False
+    for begin, end, content in spans:
+        if begin < pos:  # nested \text inside \text
+            continue
+        pieces.append(s[pos:begin])
+        outside.append(s[pos:begin])
+        word = content.strip()
+        if word.lower() in ("and", "or", ","):
+            pieces.append(",")
+            outside.append(",")
+        elif re.fullmatch(r"[A-Za-z][A-Za-z .']*", word) and re.search(
+            r"[\d}]\s*$", "".join(pieces)
+        ):
+            unit = re.match(r"\s*\^\s*\{?[23]\}?", s[end:])  # a unit: 5\text{ cm}^2
+            if unit:
+                end += unit.end()
+        else:
+            pieces.append(content)
+            had_text = True
+        pos = end
+    pieces.append(s[pos:])
+    outside.append(s[pos:])
+    text = "".join(pieces)
+    only_text = had_text and not "".join(outside).strip(" .,;:")
+    return text, only_text and re.search(r"[A-Za-z]", text) is not None
+
+
+@functools.lru_cache(maxsize=16384)
+def _normalize(answer: str) -> tuple[str, bool]:
+    s = answer.translate(_UNICODE).replace("\\$", "").replace("$", "").strip()
+    s = s.replace("{,}", ",")
+    s = re.sub(r"^\\approx(?![A-Za-z])", "", s)
+    if (m := _LHS.match(s)) is not None and len(s) > m.end():
+        s = s[m.end() :].strip()  # x = \text{Tuesday}
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = s.replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom")
+    s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
+    # unwrap \textbf{x}, a nested \boxed{x}
+    while (m := _UNWRAP.search(s)) is not None:
+        end = _match_brace(s, m.end() - 1)
+        if end < 0:
+            break
+        s = s[: m.start()] + s[m.end() : end] + s[end + 1 :]
+    s = _SPACING.sub(lambda m: m.group(1) or " ", s)
+    s = _SIZES.sub("", s)
+    s = _TEXT_CMDS.sub(r"\\text", s)
+    s = _DEGREES.sub("", s)
+    s = s.replace("\\%", "").replace("%", "").replace("\\$", "")
+    s, is_text = _text_groups(s)
+    if is_text:
+        return re.sub(r"\s*,\s*", ",", re.sub(r"\s+", " ", s)).strip(" ."), True
+    s = _UNITS.sub("", s)
+    # spaces: keep one after a command followed by a letter (\cot x), drop the rest
+    s = re.sub(r"\s+", " ", s).strip()
+    s = re.sub(r"(\\[A-Za-z]+) (?=[A-Za-z])| ", lambda m: m.group(1) + " " if m.group(1) else "", s)
+    s = _braced_args(s, "\\frac", 2)
+    s = _braced_args(s, "\\binom", 2)
+    s = _braced_args(s, "\\sqrt", 1)
+    s = re.sub(r"([\^_])\{(\w)\}", r"\1\2", s)
+    s = re.sub(r"\\(?:le|leqslant)(?![A-Za-z])", r"\\leq", s)
+    s = re.sub(r"\\(?:ge|geqslant)(?![A-Za-z])", r"\\geq", s)
+    s = re.sub(r"\\ne(?![A-Za-z])", r"\\neq", s)
+    s = re.sub(
+        r"\\infinity|\\inf(?![A-Za-z])|(?<![A-Za-z\\])(?:infinity|inf)(?![A-Za-z])", r"\\infty", s
+    )
+    s = re.sub(r"\+\\infty", r"\\infty", s)
+    s = re.sub(r"\\(?:bmatrix|Bmatrix|matrix)(?![A-Za-z])", "", s)
+    s = s.replace("{bmatrix}", "{pmatrix}").replace("{matrix}", "{pmatrix}")
+    if (m := _LHS.match(s)) is not None and len(s) > m.end():
+        s = s[m.end() :]
+    if (m := _MIXED.fullmatch(s)) is not None and int(m.group(3)) < int(m.group(4)):
+        # 1\frac{4}{5} is one and four fifths (MATH's convention), not 4/5
+        whole = f"{m.group(2)}+\\frac{{{m.group(3)}}}{{{m.group(4)}}}"
+        s = f"-({whole})" if m.group(1) else whole
+    if _THOUSANDS.fullmatch(s):
+        s = s.replace(",", "")
+    s = s.rstrip(".")
+    return s, False
+
+
+def normalize(answer: str) -> str:
+    """The Minerva-style normal form of an answer (valid LaTeX, so later stages can parse it)."""
+    return _normalize(answer)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Structures: tuples, intervals, sets, unions, matrices, "a, b" lists and a \pm b
+
+
+def _split_top(s: str, sep: str) -> list[str]:
+    """Split at ``sep`` outside any brackets."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\":
+            if s.startswith(sep, i) and depth == 0:
+                parts.append(s[start:i])
+                i += len(sep)
+                start = i
+                continue
+            if i + 1 < len(s) and s[i + 1] in "{}":
+                depth += 1 if s[i + 1] == "{" else -1
+            i += 2
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif depth == 0 and s.startswith(sep, i):
+            parts.append(s[start:i])
+            i += len(sep)
+            start = i
+            continue
+        i += 1
+    parts.append(s[start:])
+    return parts
+
+
+def _closes_at_end(s: str) -> bool:
+    """True when the bracket opening ``s`` is closed by its last character."""
+    depth = 0
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth == 0:
+                return i == len(s) - 1
+        i += 1
+    return False
+
+
+def _balanced(s: str) -> bool:
+    """True when no bracket of ``s`` closes one opened before ``s`` (escaped braces count)."""
+    depth = 0
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\":
+            if i + 1 < len(s) and s[i + 1] in "{}":
+                depth += 1 if s[i + 1] == "{" else -1
+            i += 2
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        if depth < 0:
+            return False
+        i += 1
+    return depth == 0
+
+
+def _expand_pm(items: list[str]) -> list[str]:
+    out = []
+    for item in items:
+        parts = _split_top(item, "\\pm")
+        if len(parts) == 2:
+            a, b = parts
+            out += [f"{a}+{b}" if a else b, f"{a}-({b})"]
+        else:
+            out.append(item)
+    return out
+
+
+_ORDERED = ("()", "[]", "(]", "[)")
+
+
+def _structure(s: str) -> tuple[str, list[str]] | None:
+    """``(kind, items)`` for a structured answer, None for a single value."""
+    m = re.fullmatch(r"\\begin\{pmatrix\}(.*)\\end\{pmatrix\}", s, re.DOTALL)
+    if m:
+        rows = [r for r in _split_top(m.group(1), "\\\\") if r.strip()]
+        cells = [_split_top(r, "&") for r in rows]
+        if len({len(r) for r in cells}) != 1:
+            return ("matrix?", [s])
+        return (f"matrix{len(cells)}x{len(cells[0])}", [c for row in cells for c in row])
+    if s.startswith("\\{") and s.endswith("\\}") and _balanced(s[2:-2]):
+        return ("set", _expand_pm(_split_top(s[2:-2], ",")))
+    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _closes_at_end(s):
+        items = _split_top(s[1:-1], ",")
+        if len(items) >= 2:
+            return (s[0] + s[-1], items)
+    parts = _split_top(s, "\\cup")
+    if len(parts) >= 2:
+        return ("union", parts)
+    for sep in (",", ";"):
+        items = _split_top(s, sep)
+        if len(items) >= 2:
+            return ("list", _expand_pm(items))
+    items = _split_top(s, ":")
+    if len(items) >= 2:
+        return ("ratio", items)  # 3:1, or a time 4:51:06
+    if len(_split_top(s, "\\pm")) == 2:
+        return ("list", _expand_pm([s]))
+    return None
+
+
+_RELATION = re.compile(r"=|<|>|\\leq|\\geq|\\neq|\\in(?![A-Za-z])|\\lt|\\gt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison
+
+
+@functools.lru_cache(maxsize=16384)
+def _parsed(s: str) -> _expr.Expr | Exception:
+    try:
+        return _expr.parse(s)
+    except (_expr.Unsupported, _expr.TooBig, RecursionError) as err:
+        return err
+
+
+def _close(a: complex, b: complex, tolerance: float | None) -> bool | None:
+    """True/False when clearly equal/different, None in between."""
+    scale = max(abs(a), abs(b))
+    if scale == 0:
+        return True
+    rel = abs(a - b) / scale
+    if tolerance is not None:
+        return rel <= tolerance
+    if rel <= _SAME:
+        return True
+    if rel > _DIFFERENT:
+        return False
+    return None
+
+
+def _compare_values(pred: _expr.Expr, gold: _expr.Expr) -> bool:
+    """Equal as numbers (exact or within tolerance) or as functions; raises _Undecided."""
+    tolerance = float(NUMERIC_TOLERANCE) if (pred.has_decimal or gold.has_decimal) else None
+    variables = pred.variables | gold.variables
+    verdicts = []
+    for env in _expr.points(variables, 3 if variables else 1):
+        try:
+            b = _expr.evaluate(gold, env)
+        except (ZeroDivisionError, ValueError, ArithmeticError):
+            continue  # outside the domain at this point; try the next one
+        try:
+            a = _expr.evaluate(pred, env)
+        except (ZeroDivisionError, ValueError, ArithmeticError):
+            if variables:
+                continue
+            return False  # the gold is a number, the prediction is undefined (1/0)
+        if isinstance(a, Fraction) and isinstance(b, Fraction):
+            if a == b:
+                verdicts.append(True)
+            elif tolerance is None:
+                verdicts.append(False)
+            else:
+                verdicts.append(abs(a - b) <= NUMERIC_TOLERANCE * max(abs(a), abs(b)))
+            continue
+        verdicts.append(_close(_expr._as_complex(a), _expr._as_complex(b), tolerance))
+    if not verdicts or None in verdicts and False not in verdicts:
+        raise _Undecided
+    return all(verdicts)
+
+
+def _compare_equations(pred: str, gold: str) -> bool:
+    """``lhs = rhs`` on both sides: equivalent when lhs - rhs agree up to a non-zero factor."""
+    sides = []
+    for s in (pred, gold):
+        parts = s.split("=")
+        if len(parts) != 2 or not all(parts):
+            raise _Undecided
+        lhs, rhs = (_parsed(p) for p in parts)
+        if isinstance(lhs, Exception) or isinstance(rhs, Exception):
+            raise _Undecided
+        sides.append((lhs, rhs))
+    variables = frozenset().union(*(e.variables for pair in sides for e in pair))
+    if not variables:  # 0.56 = 56\%: two forms of one value, compared side by side
+        return _compare_values(sides[0][0], sides[1][0]) and _compare_values(
+            sides[0][1], sides[1][1]
+        )
+    ratios = []
+    for env in _expr.points(variables, 4):
+        try:
+            fp, fg = (
+                _expr._as_complex(_expr.evaluate(lhs, env))
+                - _expr._as_complex(_expr.evaluate(rhs, env))
+                for lhs, rhs in sides
+            )
+        except (ZeroDivisionError, ValueError, ArithmeticError):
+            continue
+        if fg == 0 or fp == 0:
+            if fg == fp:
+                continue
+            return False
+        ratios.append(fp / fg)
+    if len(ratios) < 2:
+        raise _Undecided
+    verdicts = [_close(r, ratios[0], None) for r in ratios[1:]]
+    if None in verdicts and False not in verdicts:
+        raise _Undecided
+    return all(verdicts)
+
+
+class _Checker:
+    """One comparison of a prediction with a gold answer, with a deadline and an optional
+    symbolic stage (present only inside a worker process)."""
+
+    def __init__(self, deadline: float, symbolic: SymbolicFn | None) -> None:
+        self.deadline = deadline
+        self.symbolic = symbolic
+
+    def tick(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise _BudgetExceeded
+
+    def fallback(self, pred: str, gold: str) -> bool:
+        if self.symbolic is None:
+            raise _Undecided
+        self.tick()
+        return self.symbolic(pred, gold)
+
+    def equal(self, pred: str, gold: str, depth: int = 0) -> bool:
+        """Raises _Undecided (no symbolic stage), _BudgetExceeded or _expr.TooBig."""
+        self.tick()
+        pred, pred_text = _normalize(pred)
+        gold, gold_text = _normalize(gold)
+        if not pred or not gold:
+            return False
+        if pred == gold:
+            return True
+        if gold_text:  # a word or a choice: strings only, never symbolic
+            choice_g, choice_p = _CHOICE.fullmatch(gold), _CHOICE.fullmatch(pred)
+            if choice_g and choice_p:
+                return choice_g.group(1).upper() == choice_p.group(1).upper()
+            return pred.lower() == gold.lower()
+        gold_base, pred_base = _BASE.fullmatch(gold), _BASE.fullmatch(pred)
+        if gold_base is not None or pred_base is not None:
+            # 52_8: the digits in that base (the question names the base, so 52 is fine too)
+            g = gold_base.groups() if gold_base else (gold, None)
+            p = pred_base.groups() if pred_base else (pred, None)
+            return g[0] == p[0] and None in (g[1], p[1]) or g == p
+        if depth < 3:
+            gold_struct, pred_struct = _structure(gold), _structure(pred)
+            if gold_struct is not None or pred_struct is not None:
+                return self.structures(pred, gold, pred_struct, gold_struct, depth)
+        return self.values(pred, gold)
+
+    def values(self, pred: str, gold: str) -> bool:
+        if "=" in pred and "=" in gold:
+            try:
+                return _compare_equations(pred, gold)
+            except _Undecided:
+                return self.fallback(pred, gold)
+        infinite = {"\\infty", "-\\infty"}
+        if pred in infinite or gold in infinite:
+            other = _parsed(gold if pred in infinite else pred)
+            if isinstance(other, _expr.Expr) and not other.variables:
+                return False  # a finite number is not infinity
+            return self.fallback(pred, gold)
+        p, g = _parsed(pred), _parsed(gold)
+        if isinstance(p, _expr.TooBig):
+            raise p
+        if isinstance(p, _expr.Expr) and isinstance(g, _expr.Expr):
+            try:
+                return _compare_values(p, g)
+            except _expr.TooBig:
+                raise
+            except _Undecided:
+                pass
+        return self.fallback(pred, gold)
+
+    def structures(
+        self,
+        pred: str,
+        gold: str,
+        pred_struct: tuple[str, list[str]] | None,
+        gold_struct: tuple[str, list[str]] | None,
+        depth: int,
+    ) -> bool:
+        if pred_struct is None or gold_struct is None:
+            single = pred if pred_struct is None else gold
+            if _RELATION.search(single) or _RELATION.search(pred if single is gold else gold):
+                return self.fallback(pred, gold)  # (2, \infty) vs x > 2
+            return False
+        (pk, pitems), (gk, gitems) = pred_struct, gold_struct
+        if len(pitems) > MAX_ITEMS or len(gitems) > MAX_ITEMS or "?" in pk + gk:
+            return self.fallback(pred, gold)
+        unordered = {"set", "list", "union"}
+        if pk in unordered and gk in unordered and (pk == "union") == (gk == "union"):
+            return self.match_unordered(pitems, gitems, depth)
+        if pk in _ORDERED and gk in _ORDERED and pk != gk:
+            return False  # (a, b] is not [a, b]
+        if pk == gk or {pk, gk} == {"()", "list"}:
+            if len(pitems) != len(gitems):
+                return False
+            return self.all_equal(list(zip(pitems, gitems)), depth)
+        if pk.startswith("matrix") or gk.startswith("matrix"):
+            return self.fallback(pred, gold)  # a column vector written as a tuple
+        return False  # a set is not an interval, a ratio is not a point
+
+    def all_equal(self, pairs: list[tuple[str, str]], depth: int) -> bool:
+        undecided = False
+        for p, g in pairs:
+            try:
+                if not self.equal(p, g, depth + 1):
+                    return False
+            except _Undecided:
+                undecided = True
+        if undecided:
+            raise _Undecided
+        return True
+
+    def match_unordered(self, pitems: list[str], gitems: list[str], depth: int) -> bool:
+        if len(pitems) != len(gitems):
+            return False
+        free = list(range(len(pitems)))
+        undecided = False
+        for g in gitems:
+            found = None
+            for j in free:
+                try:
+                    if self.equal(pitems[j], g, depth + 1):
+                        found = j
+                        break
+                except _Undecided:
+                    undecided = True
+            if found is None:
+                if undecided:
+                    raise _Undecided
+                return False
+            free.remove(found)
+        return True
+
+
+def check_local(
+    pred: str | None,
+    gold: str,
+    symbolic: SymbolicFn | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Verdict | None:
+    """Check in this process; None when only the symbolic stage could decide (and ``symbolic``
+    is None). ``symbolic`` must itself respect the deadline (the workers run it under a timer)."""
+    if pred is None or len(pred) > MAX_ANSWER_CHARS:
+        return Verdict.WRONG
+    if len(gold) > MAX_ANSWER_CHARS:
+        raise ValueError(f"gold answer longer than {MAX_ANSWER_CHARS} characters: {gold[:80]!r}...")
+    checker = _Checker(time.monotonic() + timeout, symbolic)
+    try:
+        return Verdict.CORRECT if checker.equal(pred, gold) else Verdict.WRONG
+    except _Undecided:
+        return None
+    except (_BudgetExceeded, _expr.TooBig, RecursionError, MemoryError):
+        return Verdict.TIMEOUT
+
+
+def check(pred: str | None, gold: str, timeout: float = DEFAULT_TIMEOUT) -> Verdict:
+    """Is the predicted answer (already extracted from its box) equivalent to ``gold``?
+
+    The in-process stages decide almost every pair; the rest go to a worker process that is
+    killed if it has not answered within ``timeout`` seconds, whichever thread calls this.
+    """
+    start = time.monotonic()
+    verdict = check_local(pred, gold, None, timeout)
+    if verdict is not None:
+        return verdict
+    remaining = timeout - (time.monotonic() - start)
+    if remaining <= 0:
+        return Verdict.TIMEOUT
+    from limr.rewards import parallel
+
+    return parallel.check_symbolic([(pred, gold)], timeout=remaining)[0]  # type: ignore[list-item]
+
+
+def is_equivalent(pred: str, gold: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """True when ``pred`` (a final answer, not a whole response) is equivalent to ``gold``.
+
+    A check that runs out of its ``timeout`` (seconds) is False.
+    """
+    return check(pred, gold, timeout) is Verdict.CORRECT
+
+
+def check_batch(
+    preds: Sequence[str | None],
+    golds: Sequence[str],
+    timeout: float = DEFAULT_TIMEOUT,
+    workers: int | None = None,
+) -> list[Verdict]:
+    """:func:`check` for many pairs: in-process first, the undecided ones in parallel workers.
+
+    Each pair has its own ``timeout``. Results are in input order and do not depend on
+    ``workers``.
+    """
+    if len(preds) != len(golds):
+        raise ValueError(f"{len(preds)} predictions but {len(golds)} gold answers")
+    verdicts: list[Verdict | None] = [
+        check_local(p, g, None, timeout) for p, g in zip(preds, golds)
+    ]
+    todo = [i for i, v in enumerate(verdicts) if v is None]
+    if todo:
+        from limr.rewards import parallel
+
+        pairs = [(preds[i], golds[i]) for i in todo]
+        for i, v in zip(todo, parallel.check_symbolic(pairs, timeout=timeout, workers=workers)):
+            verdicts[i] = v
+    return verdicts  # type: ignore[return-value]

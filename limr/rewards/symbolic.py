@@ -1,0 +1,107 @@
+"""The symbolic stage of answer checking: math-verify (on sympy) for what the fast path leaves.
+
+It runs only inside the checker's worker processes (:mod:`limr.rewards._worker`), under a timer
+and a memory limit, and the parent kills the worker when the budget runs out. Before anything
+reaches sympy, :func:`guard` refuses inputs whose evaluation could explode (power towers, huge
+factorials, enormous literals): sympy evaluates ``9^{9^{9^9}}`` in C code that no timer can
+interrupt, and the kill would cost a worker restart.
+
+math-verify is called with only its LaTeX extraction (never its plain-expression extraction,
+which calls sympy's ``parse_expr``, an ``eval``), on the two answers wrapped in ``\\boxed{}`` so
+that its parser sees maths rather than a bare string (the defect of the released LIMR code), and
+with its own ``signal.alarm`` timeouts off, because they would cancel the worker's timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from limr.rewards._expr import TooBig
+
+MAX_DIGITS = 100
+"""Longest integer literal handed to sympy."""
+MAX_EXPONENT = 10_000
+"""Largest literal exponent handed to sympy."""
+MAX_FACTORIAL = 1_000
+"""Largest literal factorial handed to sympy."""
+
+_DIGITS = re.compile(r"\d{" + str(MAX_DIGITS + 1) + ",}")
+_FACTORIAL = re.compile(r"(\d+)\s*!|[)}\]]\s*!|\\factorial(?![A-Za-z])")
+_CARET = re.compile(r"\^|\\exp(?![A-Za-z])|\\uparrow|\*\*")
+
+
+def _exponents(s: str) -> list[str]:
+    """The text of every exponent in ``s`` (``{...}`` groups or single tokens after ``^``)."""
+    out = []
+    for m in re.finditer(r"\^\s*", s):
+        i = m.end()
+        if s.startswith("{", i):
+            depth = 0
+            for j in range(i, len(s)):
+                if s[j] == "{":
+                    depth += 1
+                elif s[j] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        out.append(s[i + 1 : j])
+                        break
+            else:
+                out.append(s[i:])
+        else:
+            token = re.match(r"-?(?:\d+|\\?[A-Za-z]+|.)", s[i:])
+            out.append(token.group() if token else "")
+    return out
+
+
+def guard(s: str) -> None:
+    """Raise :class:`TooBig` when ``s`` could make sympy compute something astronomically large."""
+    if _DIGITS.search(s):
+        raise TooBig("integer literal too long")
+    symbolic = re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", s)) is not None
+    for m in _FACTORIAL.finditer(s):
+        if (m.group(1) is None and not symbolic) or (
+            m.group(1) is not None and int(m.group(1)) > MAX_FACTORIAL
+        ):
+            raise TooBig("factorial")
+    for exponent in _exponents(s):
+        numeric = re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", exponent)) is None
+        if numeric and (_CARET.search(exponent) or "!" in exponent):
+            raise TooBig("power tower")
+        for number in re.findall(r"\d+", exponent):
+            if int(number) > MAX_EXPONENT:
+                raise TooBig("exponent too large")
+    if "**" in s or "\\uparrow" in s:
+        raise TooBig("unusual power notation")
+
+
+_CONFIG = None
+
+
+def _parse(answer: str) -> list:
+    global _CONFIG
+    from math_verify import LatexExtractionConfig, parse
+
+    if _CONFIG is None:
+        logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+        _CONFIG = [LatexExtractionConfig(boxed_match_priority=0)]
+    return parse(
+        "\\boxed{" + answer + "}",
+        extraction_config=_CONFIG,
+        fallback_mode="no_fallback",
+        parsing_timeout=None,  # type: ignore[arg-type] - the worker's timer bounds it
+    )
+
+
+def symbolic_equal(pred: str, gold: str) -> bool:
+    """math-verify's verdict on two normalised answers (gold first: its comparison is not
+    symmetric). Raises :class:`TooBig` for inputs refused by :func:`guard`."""
+    guard(pred)
+    guard(gold)
+    from math_verify import verify
+
+    parsed_gold = _parse(gold)
+    parsed_pred = _parse(pred)
+    if not parsed_gold or not parsed_pred:
+        return False
+    return bool(verify(parsed_gold, parsed_pred, timeout_seconds=None))  # type: ignore[arg-type]
