@@ -1,0 +1,35 @@
+"""``arith``: the held-out test split of the embedded arithmetic task (:mod:`limr.task`).
+
+Protocol: greedy, one sample, 16 new tokens (answers are ``\\boxed{123}`` and an EOS).
+"""
+
+from __future__ import annotations
+
+from limr.benchmarks.base import Benchmark
+from limr.registry import register_benchmark
+from limr.types import Prompt
+
+
+def _load() -> list[Prompt]:
+    from limr import task  # imported late: the task module is not needed for the maths benchmarks
+
+    return task.load("arith", split="test")
+
+
+@register_benchmark("arith")
+def arith(
+    *,
+    n_samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 16,
+) -> Benchmark:
+    """500 held-out arithmetic problems (100 per level, ``extra["level"]``)."""
+    return Benchmark(
+        name="arith",
+        loader=_load,
+        n_samples=n_samples,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+    )
