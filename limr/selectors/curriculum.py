@@ -31,7 +31,13 @@ import torch
 
 from limr.history import HistoryArrays
 from limr.registry import register_selector
-from limr.selectors.curves import check_metric, epoch_values, fill_backward_once, masked_lim_scores
+from limr.selectors.curves import (
+    check_metric,
+    epoch_values,
+    fill_backward_once,
+    masked_lim_scores,
+    one_thread,
+)
 from limr.types import HistoryLike
 
 
@@ -102,6 +108,7 @@ class Curriculum:
         """Whether :meth:`update` reselects at the start of ``epoch``."""
         return epoch >= self.warmup_epochs and (epoch - self.warmup_epochs) % self.update_every == 0
 
+    @one_thread()
     def update(self, history: HistoryLike, epoch: int, all_ids: Sequence[str]) -> list[str] | None:
         """Called at the start of each epoch. None: keep training on the current prompts; a list:
         the prompts (a subset of ``all_ids``, in its order) for the coming epochs."""

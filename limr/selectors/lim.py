@@ -7,13 +7,16 @@ import torch
 
 from limr.registry import register_selector
 from limr.selectors.curves import (
+    CurveStats,
     check_metric,
-    complete_curves,
-    epoch_values,
-    fill_backward_once,
-    lim_scores,
+    complete_rows,
+    correlation_stats,
+    ids_of,
+    lim_stats,
     make_selection,
     masked_lim_scores,
+    one_thread,
+    prepare_curves,
     resolve_cut,
 )
 from limr.types import HistoryLike, Selection
@@ -55,26 +58,26 @@ class LIM:
             raise ValueError(f"lim: missing must be 'drop' (the paper) or 'mask', got {missing!r}")
         self.missing = missing
 
+    @one_thread()
     def _score(self, history: HistoryLike):
         if self.missing == "drop":
-            rows, values, counts = complete_curves(history, self.metric)
-            scores, avg = lim_scores(values)
-            return rows, scores, avg, counts
-        values, present, n_filled = fill_backward_once(*epoch_values(history, self.metric))
-        scores, avg = masked_lim_scores(values, present)
+            stats = lim_stats(history, self.metric)
+            return _scored(stats)
+        curves = prepare_curves(history, self.metric)
+        scores, avg = masked_lim_scores(curves.values, curves.present)
         ok = ~torch.isnan(scores)
-        rows = None if bool(ok.all()) else torch.nonzero(ok).squeeze(1)
+        rows = complete_rows(ok)
         if rows is not None:
             scores = scores[rows]
-        counts = {"filled_cells": n_filled, "dropped_missing": int((~ok).sum())}
+        counts = {"filled_cells": curves.filled_cells, "dropped_missing": int((~ok).sum())}
         return rows, scores, avg, counts
 
     def score(self, history: HistoryLike) -> tuple[list[str], torch.Tensor]:
         """The scored ids and their LIM scores [I'] float64."""
         rows, scores, _, _ = self._score(history)
-        ids = list(history.ids) if rows is None else [history.ids[j] for j in rows.tolist()]
-        return ids, scores
+        return ids_of(history, rows), scores
 
+    @one_thread()
     def select(self, history: HistoryLike) -> Selection:
         rows, scores, avg, counts = self._score(history)
         return make_selection(
@@ -114,16 +117,15 @@ class PearsonToAverage:
         self.threshold, self.size = resolve_cut("pearson", threshold, size, self.default_threshold)
         self.metric = check_metric(metric)
 
+    @one_thread()
     def _score(self, history: HistoryLike):
-        rows, values, counts = complete_curves(history, self.metric)
-        avg = values.mean(dim=0) if len(values) else values.new_zeros(values.shape[1])
-        return rows, _pearson_rows(values, avg), avg, counts
+        return _scored(correlation_stats(history, self.metric, None))
 
     def score(self, history: HistoryLike) -> tuple[list[str], torch.Tensor]:
         rows, scores, _, _ = self._score(history)
-        ids = list(history.ids) if rows is None else [history.ids[j] for j in rows.tolist()]
-        return ids, scores
+        return ids_of(history, rows), scores
 
+    @one_thread()
     def select(self, history: HistoryLike) -> Selection:
         rows, scores, avg, counts = self._score(history)
         return make_selection(
@@ -139,14 +141,9 @@ class PearsonToAverage:
         )
 
 
-def _pearson_rows(values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of each row of ``values`` [I, E] with ``target`` [E]; 0 if either is
-    constant."""
-    t = target - target.mean()
-    t_norm = float(t.norm())
-    if values.shape[0] == 0 or t_norm == 0.0:
-        return values.new_zeros(values.shape[0])
-    centred = values - values.mean(dim=1, keepdim=True)
-    norm = centred.norm(dim=1)
-    cov = centred @ t
-    return torch.where(norm > 0, cov / (norm * t_norm).clamp_min(1e-300), 0.0)
+def _scored(stats: CurveStats):
+    """(rows, scores of the complete prompts, r_avg, counts) from whole-history stats."""
+    rows = complete_rows(stats.complete)
+    scores = stats.scores if rows is None else stats.scores[rows]
+    dropped = 0 if rows is None else len(stats.complete) - len(rows)
+    return rows, scores, stats.avg, {"filled_cells": stats.filled_cells, "dropped_missing": dropped}

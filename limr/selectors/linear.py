@@ -22,21 +22,22 @@ from __future__ import annotations
 import torch
 
 from limr.registry import register_selector
-from limr.selectors.curves import check_metric, complete_curves, make_selection, resolve_cut
+from limr.selectors.curves import (
+    check_metric,
+    complete_rows,
+    correlation_stats,
+    ids_of,
+    make_selection,
+    one_thread,
+    resolve_cut,
+    row_correlation,
+)
 from limr.types import HistoryLike, Selection
 
 
 def trend_correlation(values: torch.Tensor) -> torch.Tensor:
     """[I] Pearson correlation of each curve (row of ``values`` [I, E]) with k = 0..E-1."""
-    num_i, num_e = values.shape
-    if num_e < 2 or num_i == 0:
-        return values.new_zeros(num_i)
-    k = torch.arange(num_e, dtype=values.dtype) - (num_e - 1) / 2  # centred epoch index [E]
-    centred = values - values.mean(dim=1, keepdim=True)
-    norm = centred.norm(dim=1)  # [I]
-    # Because k is centred, sum_k (r - mean r) k = sum_k r k; use the centred values anyway.
-    cov = centred @ k
-    return torch.where(norm > 0, cov / (norm * float(k.norm())).clamp_min(1e-300), 0.0)
+    return row_correlation(values, torch.arange(values.shape[1], dtype=values.dtype))
 
 
 @register_selector("linear")
@@ -56,18 +57,27 @@ class Linear:
         self.threshold, self.size = resolve_cut("linear", threshold, size, self.default_threshold)
         self.metric = check_metric(metric)
 
-    def score(self, history: HistoryLike) -> tuple[list[str], torch.Tensor]:
-        rows, values, _ = complete_curves(history, self.metric)
-        ids = list(history.ids) if rows is None else [history.ids[j] for j in rows.tolist()]
-        return ids, trend_correlation(values)
+    @one_thread()
+    def _score(self, history: HistoryLike):
+        num_e = history.n.shape[1]
+        stats = correlation_stats(history, self.metric, torch.arange(num_e, dtype=torch.float64))
+        rows = complete_rows(stats.complete)
+        scores = stats.scores if rows is None else stats.scores[rows]
+        dropped = 0 if rows is None else len(stats.complete) - len(rows)
+        return rows, scores, {"filled_cells": stats.filled_cells, "dropped_missing": dropped}
 
+    def score(self, history: HistoryLike) -> tuple[list[str], torch.Tensor]:
+        rows, scores, _ = self._score(history)
+        return ids_of(history, rows), scores
+
+    @one_thread()
     def select(self, history: HistoryLike) -> Selection:
-        rows, values, counts = complete_curves(history, self.metric)
+        rows, scores, counts = self._score(history)
         return make_selection(
             "linear",
             history,
             rows,
-            trend_correlation(values),
+            scores,
             self.threshold,
             self.size,
             metric=self.metric,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from limr.registry import register_selector
-from limr.selectors.curves import make_selection
+from limr.selectors.curves import make_selection, one_thread
 from limr.types import HistoryLike, Selection
 
 
@@ -55,6 +55,7 @@ class Rand:
     def score(self, history: HistoryLike) -> tuple[list[str], torch.Tensor]:
         return list(history.ids), self.priorities(len(history.ids))
 
+    @one_thread()
     def select(self, history: HistoryLike) -> Selection:
         if self.size > len(history.ids):
             raise ValueError(f"rand: size {self.size} > {len(history.ids)} prompts in the history")

@@ -15,7 +15,14 @@ from __future__ import annotations
 import torch
 
 from limr.registry import register_selector
-from limr.selectors.curves import check_metric, epoch_values, make_selection, resolve_cut
+from limr.selectors.curves import (
+    CHUNK_ROWS,
+    check_metric,
+    ids_of,
+    make_selection,
+    one_thread,
+    resolve_cut,
+)
 from limr.types import HistoryLike, Selection
 
 
@@ -44,8 +51,16 @@ class Variance:
         self.threshold, self.size = resolve_cut("variance", threshold, size, None)
         self.metric = check_metric(metric)
 
+    @one_thread()
     def _score(self, history: HistoryLike):
-        var = masked_variance(*epoch_values(history, self.metric))
+        n = history.n
+        num = history.n_correct if self.metric == "accuracy" else history.reward_sum
+        var = torch.empty(n.shape[0], dtype=torch.float64)
+        for lo in range(0, n.shape[0], CHUNK_ROWS):  # chunks: see curves.CHUNK_ROWS
+            hi = min(n.shape[0], lo + CHUNK_ROWS)
+            n_c = n[lo:hi]
+            values = num[lo:hi].to(torch.float64) / n_c.clamp_min(1)
+            var[lo:hi] = masked_variance(values, n_c > 0)
         ok = ~torch.isnan(var)
         if bool(ok.all()):
             return None, var
@@ -54,9 +69,9 @@ class Variance:
 
     def score(self, history: HistoryLike) -> tuple[list[str], torch.Tensor]:
         rows, scores = self._score(history)
-        ids = list(history.ids) if rows is None else [history.ids[j] for j in rows.tolist()]
-        return ids, scores
+        return ids_of(history, rows), scores
 
+    @one_thread()
     def select(self, history: HistoryLike) -> Selection:
         rows, scores = self._score(history)
         return make_selection(
@@ -92,6 +107,7 @@ class Learnability:
             raise ValueError(f"learnability: window must be >= 1 or None, got {window}")
         self.window = window
 
+    @one_thread()
     def _score(self, history: HistoryLike):
         n, nc = history.n, history.n_correct
         if self.window is not None:
@@ -107,9 +123,9 @@ class Learnability:
 
     def score(self, history: HistoryLike) -> tuple[list[str], torch.Tensor]:
         rows, scores = self._score(history)
-        ids = list(history.ids) if rows is None else [history.ids[j] for j in rows.tolist()]
-        return ids, scores
+        return ids_of(history, rows), scores
 
+    @one_thread()
     def select(self, history: HistoryLike) -> Selection:
         rows, scores = self._score(history)
         return make_selection(
