@@ -329,3 +329,22 @@ def test_iter_json_array_streams_any_chunking(tmp_path, chunk):
     path.write_text('[{"a": 1}, {"b": ')
     with pytest.raises(HistoryError, match="not valid JSON"):
         list(iter_json_array(path, chunk_chars=chunk))
+
+
+def test_reading_a_step_file_streams_it(tmp_path):
+    """Memory while reading is O(one rollout + a read chunk), far below the file's size."""
+    import tracemalloc
+
+    rows = [_roll(f"prompt {i % 50}", 1 if i % 3 else -1, "y" * 3000) for i in range(4000)]
+    path = tmp_path / "step_1.json"
+    path.write_text(json.dumps(rows))
+    size = path.stat().st_size  # ~12 MB
+    del rows
+    tracemalloc.start()
+    try:
+        h = read_openrlhf_logs(tmp_path, steps_per_epoch=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert h.n.sum().item() == 4000 and len(h.ids) == 50
+    assert peak < size / 2, (peak, size)

@@ -296,7 +296,8 @@ def main(args: argparse.Namespace) -> int:
     cls = SELECTORS.get(args.selector)
     if getattr(cls, "kind", "offline") != "offline":
         raise UsageError(
-            f"{args.selector!r} is an {cls.kind} selector: it has no per-prompt score "
+            f"{args.selector!r} is {_article(cls.kind)} {cls.kind} selector: "
+            "it has no per-prompt score "
             "(offline ones: "
             + ", ".join(n for n in SELECTORS.names() if _kind(n) == "offline")
             + ")"
@@ -325,3 +326,7 @@ def _kind(name: str) -> str:
     from limr.registry import SELECTORS
 
     return getattr(SELECTORS.get(name), "kind", "offline")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

@@ -115,7 +115,7 @@ def _select_history(src: Source, args: argparse.Namespace, size: int | None) -> 
     cls = SELECTORS.get(args.selector)
     if getattr(cls, "kind", "offline") != "offline":
         raise UsageError(
-            f"{args.selector!r} is an {cls.kind} selector, used inside training "
+            f"{args.selector!r} is {_article(cls.kind)} {cls.kind} selector, used inside training "
             "(offline selectors: lim, linear, rand, variance, learnability, pearson)"
         )
     kwargs = parse_selector_args(args.selector_arg)
@@ -383,3 +383,7 @@ def _plots(folder: Path, args: argparse.Namespace, src: Source, r: dict[str, Any
         written.append(folder / f"{name}_kept_curves.png")
         fig.savefig(written[-1], dpi=100)
     return written
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
