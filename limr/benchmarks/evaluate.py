@@ -212,7 +212,7 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     detail = [
         f"{PAPER_COLUMNS.get(n, n)}: {benches[n]['n_problems']} problems x "
-        f"{benches[n]['n_samples']} samples, "
+        f"{benches[n]['n_samples']} sample{'s' if benches[n]['n_samples'] != 1 else ''}, "
         + ", ".join(f"pass@{k} {100 * v:.1f}" for k, v in benches[n]["pass@k"].items())
         for n in names
     ]
