@@ -376,16 +376,19 @@ class RewardHistory:
         return h
 
     def _load_log(self, log: Path, repair: bool) -> None:
-        data = log.read_bytes()
-        if not data.startswith(FILE_MAGIC):
-            if len(data) < len(FILE_MAGIC) and FILE_MAGIC.startswith(data):
-                good = 0  # torn while writing the file header
+        # Frame by frame: memory O(largest frame + the history), not O(file).
+        with open(log, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(len(FILE_MAGIC))
+            if head != FILE_MAGIC:
+                if len(head) < len(FILE_MAGIC) and FILE_MAGIC.startswith(head):
+                    good = 0  # torn while writing the file header
+                else:
+                    raise HistoryError(f"{log}: not a limr reward history (bad file header)")
             else:
-                raise HistoryError(f"{log}: not a limr reward history (bad file header)")
-        else:
-            good = self._parse_frames(log, data)
-        if good < len(data):
-            self.info["torn_tail_bytes"] = len(data) - good
+                good = self._parse_frames(log, f, size)
+        if good < size:
+            self.info["torn_tail_bytes"] = size - good
             if repair:
                 if good == 0:
                     log.unlink()
@@ -399,29 +402,28 @@ class RewardHistory:
         steps = [b.step for b in self._blocks]
         self._committed_step = max(steps) if steps else None
 
-    def _parse_frames(self, log: Path, data: bytes) -> int:
-        """Parse frames after the file header; return the offset where valid data ends."""
-        view = memoryview(data)
+    def _parse_frames(self, log: Path, f: Any, size: int) -> int:
+        """Parse the frames after the file header; return the offset where valid data ends."""
         pos = len(FILE_MAGIC)
-        size = len(data)
         while pos < size:
             if size - pos < _FRAME.size:
                 return pos  # torn frame header
-            magic, length, crc = _FRAME.unpack_from(data, pos)
+            magic, length, crc = _FRAME.unpack(f.read(_FRAME.size))
             end = pos + _FRAME.size + length
             if magic != FRAME_MAGIC:
-                if not any(view[pos:]):
+                f.seek(pos)
+                if not any(_chunks(f)):
                     return pos  # zero-filled tail of a crash
                 raise HistoryError(f"{log}: corrupt at byte {pos} (bad frame marker)")
             if end > size:
                 return pos  # torn payload
-            payload = view[pos + _FRAME.size : end]
+            payload = f.read(length)
             if zlib.crc32(payload) != crc:
                 if end == size:
                     return pos  # the last frame was torn
                 raise HistoryError(f"{log}: corrupt at byte {pos} (checksum mismatch)")
             try:
-                self._read_payload(payload)
+                self._read_payload(memoryview(payload))
             except (ValueError, KeyError, UnicodeDecodeError) as err:
                 raise HistoryError(f"{log}: corrupt frame at byte {pos}: {err}") from None
             pos = end
@@ -606,6 +608,12 @@ def iter_cells(history: Any) -> Iterator[dict[str, Any]]:
             if ls is not None:
                 cell["length_sum"] = float(ls[i, e])
             yield cell
+
+
+def _chunks(f: Any, size: int = 1 << 20) -> Iterator[bool]:
+    """True for each non-zero byte block of the rest of ``f``, False for all-zero ones."""
+    while block := f.read(size):
+        yield block.count(0) != len(block)
 
 
 def _fsync_dir(path: Path) -> None:

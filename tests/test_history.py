@@ -176,7 +176,14 @@ def test_damage_before_the_end_is_an_error(tmp_path):
     for s in (1, 2):
         _record(h, s, 0, [(f"p{s}", True, 1.0)])
         h.commit(s)
-    data = bytearray((tmp_path / LOG_NAME).read_bytes())
+    good = (tmp_path / LOG_NAME).read_bytes()
+    # a crash can leave the file extended with zeros: that tail is ignored
+    (tmp_path / LOG_NAME).write_bytes(good + bytes(100))
+    assert RewardHistory.load(tmp_path).ids == ["p1", "p2"]
+    (tmp_path / LOG_NAME).write_bytes(good + b"garbage that is not a frame")
+    with pytest.raises(HistoryError, match="bad frame marker"):
+        RewardHistory.load(tmp_path)
+    data = bytearray(good)
     data[40] ^= 0xFF  # inside the first frame
     (tmp_path / LOG_NAME).write_bytes(bytes(data))
     with pytest.raises(HistoryError, match="corrupt"):
