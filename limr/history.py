@@ -509,22 +509,21 @@ class RewardHistory:
         num_i = len(self._ids)
         num_e = max((b.epoch for b in self._blocks), default=-1) + 1
         has_len = bool(self._blocks) and all(b.length_sum is not None for b in self._blocks)
-        if self._blocks:
-            flat = np.concatenate([b.idx * num_e + b.epoch for b in self._blocks])
-
-            def dense(name: str) -> np.ndarray:
-                w = np.concatenate([getattr(b, name) for b in self._blocks]).astype(np.float64)
-                return np.bincount(flat, weights=w, minlength=num_i * num_e).reshape(num_i, num_e)
-
-            n = np.rint(dense("n")).astype(np.int64)
-            nc = np.rint(dense("n_correct")).astype(np.int64)
-            rs = dense("reward_sum")
-            ls = dense("length_sum") if has_len else None
-        else:
-            n = np.zeros((num_i, 0), np.int64)
-            nc = n.copy()
-            rs = np.zeros((num_i, 0), np.float64)
-            ls = None
+        # Epoch-major [E, I] while scattering (a block writes one row, near-sequentially), then
+        # one transposing copy to [I, E]: ~2.5x faster than scattering into columns.
+        n = np.zeros((num_e, num_i), np.int64)
+        nc = np.zeros((num_e, num_i), np.int64)
+        rs = np.zeros((num_e, num_i), np.float64)
+        ls = np.zeros((num_e, num_i), np.float64) if has_len else None
+        for b in self._blocks:
+            # a block's prompt indices are unique, so a fancy-index += adds each cell once
+            n[b.epoch, b.idx] += b.n
+            nc[b.epoch, b.idx] += b.n_correct
+            rs[b.epoch, b.idx] += b.reward_sum
+            if ls is not None:
+                ls[b.epoch, b.idx] += b.length_sum
+        n, nc, rs = (np.ascontiguousarray(a.T) for a in (n, nc, rs))
+        ls = None if ls is None else np.ascontiguousarray(ls.T)
         self._dense = HistoryArrays(
             ids=list(self._ids),
             n=torch.from_numpy(n),

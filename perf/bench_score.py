@@ -83,7 +83,7 @@ def bench_lim(args: argparse.Namespace) -> bool:
     h = synthetic_history(args.prompts, args.epochs, args.missing)
     print(f"   history built in memory in {time.perf_counter() - t:.1f} s (not timed below)")
     rows = [("lim", {}), ("linear", {}), ("pearson", {}), ("learnability", {})]
-    rows += [("variance", {"size": 1000}), ("rand", {"size": 1389})]
+    rows += [("variance", {"size": 1000}), ("rand", {"size": min(1389, args.prompts)})]
     if args.only_lim:
         rows = rows[:1]
     ok = True
@@ -195,6 +195,49 @@ def bench_logs(args: argparse.Namespace) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def bench_disk(args: argparse.Namespace) -> None:
+    """A history committed epoch by epoch to disk, then loaded and scored."""
+    prompts, epochs = args.disk_prompts, args.epochs
+    print(
+        f"== history on disk: {prompts:,} prompts x {epochs} epochs, one record + commit per "
+        "epoch (one rollout per cell)"
+    )
+    h = synthetic_history(prompts, epochs, args.missing, seed=1)
+    ids = h.ids
+    folder = Path(tempfile.mkdtemp(prefix="limr_bench_hist_"))
+    try:
+        disk = RewardHistory(folder)
+        present = h.n > 0
+        record_s = commit_s = 0.0
+        for e in range(epochs):
+            rows = torch.nonzero(present[:, e]).squeeze(1)
+            correct = (2 * h.n_correct[rows, e] >= h.n[rows, e]).tolist()
+            t = time.perf_counter()
+            disk.record(
+                e, e, [ids[j] for j in rows.tolist()], torch.tensor(correct), torch.ones(len(rows))
+            )
+            record_s += time.perf_counter() - t
+            t = time.perf_counter()
+            disk.commit(e)
+            commit_s += time.perf_counter() - t
+        size = (folder / "rewards.log").stat().st_size
+        t = time.perf_counter()
+        loaded = RewardHistory.load(folder)
+        _ = loaded.n  # densify
+        load = time.perf_counter() - t
+        assert int(loaded.n.sum()) == int(present.sum())
+        t = time.perf_counter()
+        SELECTORS.build("lim").select(loaded)
+        lim = time.perf_counter() - t
+        print(
+            f"   {size / 2**20:.1f} MB on disk ({size / int(present.sum()):.1f} bytes per cell); "
+            f"record {record_s:.2f} s, commit {commit_s:.2f} s in all; "
+            f"load + densify {load:.2f} s; LIM {lim:.2f} s"
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--prompts", type=int, default=1_000_000)
@@ -203,6 +246,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--only-lim", action="store_true", help="time LIM only")
     p.add_argument("--skip-logs", action="store_true")
+    p.add_argument("--disk-prompts", type=int, default=200_000, help="0 skips the disk section")
     p.add_argument("--log-prompts", type=int, default=2048)
     p.add_argument("--steps-per-epoch", type=int, default=8)
     p.add_argument("--log-epochs", type=int, default=21)
@@ -210,6 +254,8 @@ def main() -> int:
     p.add_argument("--response-chars", type=int, default=400)
     args = p.parse_args()
     ok = bench_lim(args)
+    if args.disk_prompts:
+        bench_disk(args)
     if not args.skip_logs:
         bench_logs(args)
     return 0 if ok else 1
