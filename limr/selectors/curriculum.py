@@ -11,7 +11,8 @@ epoch after ``warmup_epochs`` epochs on all prompts, :meth:`Curriculum.update`:
    and needed because prompts left out of the subset have no later epochs);
 4. drops mastered prompts (accuracy >= ``mastered_accuracy`` in their latest epoch);
 5. keeps the unmastered prompts with s >= theta, plus prompts never rolled out yet (they have no
-   score; they get a first look);
+   score; they get a first look) and, with ``revisit_after``, unmastered prompts left out that
+   long (their frozen curves get new points);
 6. if fewer than floor = max(min_size, ceil(min_fraction * all prompts)) are kept, tops the
    subset up with the best-scoring unmastered prompts, then the least-mastered ones.
 
@@ -54,6 +55,9 @@ class Curriculum:
         mastered_accuracy: a prompt at or above this accuracy in its latest epoch is dropped.
         min_fraction: floor on the subset size, as a fraction of all prompts.
         min_size: floor on the subset size, in prompts.
+        revisit_after: an unmastered prompt not rolled out for this many epochs rejoins the subset
+            for the coming epochs, so that its curve (and score) is brought up to date; 0 = never
+            (a dropped prompt then returns only through the floor).
         metric: the per-epoch value LIM scores (accuracy or reward); theta always follows the mean
             accuracy, and mastery is always accuracy.
         seed: unused (the update is deterministic: ties keep the order of ``all_ids``).
@@ -71,6 +75,7 @@ class Curriculum:
         mastered_accuracy: float = 0.95,
         min_fraction: float = 0.1,
         min_size: int = 8,
+        revisit_after: int = 0,
         metric: str = "accuracy",
         seed: int = 42,
         threshold: float | None = None,
@@ -90,6 +95,9 @@ class Curriculum:
         self.mastered_accuracy = mastered_accuracy
         self.min_fraction = min_fraction
         self.min_size = min_size
+        if revisit_after < 0:
+            raise ValueError("curriculum: revisit_after must be >= 0")
+        self.revisit_after = revisit_after
         self.metric = check_metric(metric)
         self.seed = seed
         self.schedule: list[dict[str, Any]] = []
@@ -147,6 +155,11 @@ class Curriculum:
         a_passed = a_seen & ~a_mastered & (a_score >= theta)
         a_unseen = ~a_seen
         chosen = a_passed | a_unseen
+        a_revisit = torch.zeros_like(chosen)
+        if self.revisit_after:
+            stale = latest < epoch - self.revisit_after  # not rolled out for revisit_after epochs
+            a_revisit = a_seen & ~a_mastered & ~chosen & stale[safe]
+            chosen |= a_revisit
 
         floor = self.floor(len(all_ids))
         topped_up = 0
@@ -175,6 +188,7 @@ class Curriculum:
             "n_passed": int(a_passed.sum()),
             "n_mastered": int(a_mastered.sum()),
             "n_unseen": int(a_unseen.sum()),
+            "n_revisited": int(a_revisit.sum()),
             "n_topped_up": topped_up,
             "floor": floor,
             "n_never_solved_kept": int((chosen & a_seen & unsolved[safe]).sum()),

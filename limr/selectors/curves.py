@@ -22,9 +22,9 @@ METRICS = ("accuracy", "reward")
 def one_thread() -> Iterator[None]:
     """Run the enclosed torch ops on one intra-op thread, then restore the setting.
 
-    The passes below are memory-bound loops over small chunks: on a shared or busy machine torch's
-    worker threads wait on each other at every op (measured: 1M x 21 LIM took 3-5 s of CPU on two
-    threads of a loaded 2-core machine, 0.6 s on one), and on an idle one they gain little.
+    The passes below are loops over small chunks: on a shared or busy machine torch's worker
+    threads wait on each other at every op (measured: 1M x 21 LIM took 3-5 s of CPU on two threads
+    of a loaded 2-core machine, 0.5 s on one), and on an idle one they gain little.
     """
     before = torch.get_num_threads()
     if before == 1:
@@ -90,8 +90,8 @@ def fill_backward_once(
 
 CHUNK_ROWS = 1 << 15
 """Rows per block of the chunked passes. Whole-array temporaries of 1M x 21 float64 cost more in
-page faults than in arithmetic (measured ~0.6 s per fresh 168 MB array on a 2-core VM); chunks
-reuse one small, cache-resident buffer, and the curves are recomputed rather than stored."""
+page faults than in arithmetic (0.1-0.6 s per fresh 168 MB array on a 2-core VM, depending on
+its load); a block's temporaries are small and reused."""
 
 
 def curve_chunks(

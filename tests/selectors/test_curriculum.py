@@ -130,3 +130,18 @@ def test_curriculum_rejects_bad_settings():
         SELECTORS.build("curriculum", warmup_epochs=0)
     with pytest.raises(ValueError, match="update_every"):
         SELECTORS.build("curriculum", update_every=0)
+
+
+def test_revisit_brings_back_stale_prompts(make_history):
+    # c was dropped after epoch 0 (score .395 < theta); epochs 1-2 train b and d only.
+    h = make_history(
+        {"a": [1.0, None, None], "b": [0.5, 0.5, 0.75], "c": [0.0, None, None], "d": [0.25] * 3}
+    )
+    all_ids = ["a", "b", "c", "d"]
+    assert "c" not in _curriculum().update(h, 3, all_ids)
+    cur = _curriculum(revisit_after=2)
+    chosen = cur.update(h, 3, all_ids)
+    assert "c" in chosen and "a" not in chosen  # a is mastered: never revisited
+    assert cur.schedule[-1]["n_revisited"] == 1
+    # last seen at epoch 0, 3 - 0 = 3 epochs ago: stale for revisit_after=2, not for 3
+    assert "c" not in _curriculum(revisit_after=3).update(h, 3, all_ids)
