@@ -280,6 +280,19 @@ class _Parser:
             if (tok := self.peek()) is not None and tok[1] == "[":
                 index = self.group("[", "]")
             return ("root", self.group("{", "}"), index)
+        if name == "log":  # only with a base: \log 8 is log10 to some, ln to others
+            if (tok := self.peek()) is None or tok[1] != "_":
+                raise Unsupported("\\log without a base")
+            self.take()
+            base = self.exponent()
+            tok = self.peek()
+            if tok is not None and tok[1] in "({":
+                arg = self.group(tok[1], ")" if tok[1] == "(" else "}")
+            else:
+                arg = self.postfix()
+                while self.starts_atom() and not self.starts_function():
+                    arg = ("mul", arg, self.postfix())
+            return ("div", ("func", "ln", arg), ("func", "ln", base))
         if name in _FUNCS:
             power = None
             tok = self.peek()
@@ -454,18 +467,27 @@ def _evaluate(tree: tuple, env: dict[str, complex]) -> Value:
 _POINTS = (0.6180339887, 1.4142135624, 2.2360679775, 0.3819660113, 1.7320508076)
 
 
+def point_values(count: int, n_variables: int) -> list[list[float]]:
+    """Deterministic generic values: ``count`` points of ``n_variables`` coordinates each.
+
+    The second point is negative in every coordinate, so that ``\\sqrt{x^2}`` is not ``x``.
+    """
+    return [
+        [
+            (-1 if k == 1 else 1) * (_POINTS[(k + j) % len(_POINTS)] * (1 + 0.173 * j) + 0.091 * k)
+            for j in range(n_variables)
+        ]
+        for k in range(count)
+    ]
+
+
 def points(variables: frozenset[str], count: int = 3) -> list[dict[str, complex]]:
     """Deterministic evaluation points for the given variables (the same for pred and gold)."""
     names = sorted(variables)
-    out = []
-    for k in range(count):
-        out.append(
-            {
-                name: complex(_POINTS[(k + j) % len(_POINTS)] * (1 + 0.173 * j) + 0.091 * k)
-                for j, name in enumerate(names)
-            }
-        )
-    return out
+    return [
+        {name: complex(v) for name, v in zip(names, values)}
+        for values in point_values(count, len(names))
+    ]
 
 
 def evaluate(expr: Expr, env: dict[str, complex]) -> Value:

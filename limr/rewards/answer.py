@@ -218,13 +218,14 @@ _UNITS = re.compile(
     r"students|points?|digits|times|tiles|marbles|coins|cookies|pages)(?:\^?\{?[23]\}?)?\.?\s*$",
     re.IGNORECASE,
 )
-_LHS = re.compile(
-    r"^(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?(?:\([A-Za-z]\))?\s*(?:=|\\in(?![A-Za-z]))(?!=)"
+_LHS = re.compile(  # "x =", "x_1 =", "f(x) =", "\\theta =", "x \\in": a name being assigned
+    r"^(?:[A-Za-z]|\\(?:" + "|".join(sorted(_expr._GREEK)) + r")(?![A-Za-z]))"
+    r"(?:_(?:\{\w+\}|\w))?(?:\([A-Za-z]\))?\s*(?:=|\\in(?![A-Za-z]))(?!=)"
 )
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _MIXED = re.compile(r"(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}")
 _CHOICE = re.compile(r"\(?([A-Ea-e])\)?")
-_BASE = re.compile(r"(-?[0-9A-Za-z.]+)_\{?(\d+)\}?")
+_BASE = re.compile(r"(-?[0-9A-Z.]*\d[0-9A-Z.]*|-?[0-9A-Z.]+)_\{?([2-9]|[1-3]\d)\}?")
 
 
 def _text_groups(s: str) -> tuple[str, bool]:
@@ -293,12 +294,13 @@ def _normalize(answer: str) -> tuple[str, bool]:
         return re.sub(r"\s*,\s*", ",", re.sub(r"\s+", " ", s)).strip(" ."), True
     s = _UNITS.sub("", s)
     # spaces: keep one after a command followed by a letter (\cot x), drop the rest
+    s = re.sub(r"([\^_])(\w)\s+(?=[\w{])", r"\1{\2}", s)  # \log_2 8 is not \log_28
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"(\\[A-Za-z]+) (?=[A-Za-z])| ", lambda m: m.group(1) + " " if m.group(1) else "", s)
     s = _braced_args(s, "\\frac", 2)
     s = _braced_args(s, "\\binom", 2)
     s = _braced_args(s, "\\sqrt", 1)
-    s = re.sub(r"([\^_])\{(\w)\}", r"\1\2", s)
+    s = re.sub(r"([\^_])\{(\w)\}(?![\w{])", r"\1\2", s)  # x^{2} is x^2, but not x^{2}3
     s = re.sub(r"\\(?:le|leqslant)(?![A-Za-z])", r"\\leq", s)
     s = re.sub(r"\\(?:ge|geqslant)(?![A-Za-z])", r"\\geq", s)
     s = re.sub(r"\\ne(?![A-Za-z])", r"\\neq", s)
@@ -443,6 +445,34 @@ def _structure(s: str) -> tuple[str, list[str]] | None:
     return None
 
 
+def _relation_interval(s: str) -> str | None:
+    """``a < x \\leq b``, ``x > a``, ``b \\geq x`` ... as an interval, or None."""
+    parts = re.split(r"(\\leq|\\geq|<|>)", s)
+    if len(parts) not in (3, 5) or not all(parts[0::2]):
+        return None
+    terms, ops = [t.strip() for t in parts[0::2]], parts[1::2]
+    if all(op in (">", "\\geq") for op in ops):  # write it ascending
+        terms, ops = terms[::-1], [{">": "<", "\\geq": "\\leq"}[op] for op in ops[::-1]]
+    elif not all(op in ("<", "\\leq") for op in ops):
+        return None
+    variables = [
+        i for i, t in enumerate(terms)
+        if re.fullmatch(r"[A-Za-z]|\\[A-Za-z]+", t) and t not in ("\\infty", "\\pi", "e", "i")
+    ]  # fmt: skip
+    if len(variables) != 1 or any(_RELATION.search(t) for t in terms):
+        return None
+    v = variables[0]
+    if len(terms) == 3 and v == 1:
+        return (
+            f"{'(' if ops[0] == '<' else '['}{terms[0]},{terms[2]}{')' if ops[1] == '<' else ']'}"
+        )
+    if len(terms) == 2 and v == 0:
+        return f"(-\\infty,{terms[1]}{')' if ops[0] == '<' else ']'}"
+    if len(terms) == 2 and v == 1:
+        return f"{'(' if ops[0] == '<' else '['}{terms[0]},\\infty)"
+    return None
+
+
 _RELATION = re.compile(r"=|<|>|\\leq|\\geq|\\neq|\\in(?![A-Za-z])|\\lt|\\gt")
 
 
@@ -581,6 +611,11 @@ class _Checker:
             p = pred_base.groups() if pred_base else (pred, None)
             return g[0] == p[0] and None in (g[1], p[1]) or g == p
         if depth < 3:
+            pred_interval, gold_interval = _relation_interval(pred), _relation_interval(gold)
+            if pred_interval or gold_interval:  # x > 2 is (2, \infty)
+                pred, gold = pred_interval or pred, gold_interval or gold
+                if pred == gold:
+                    return True
             gold_struct, pred_struct = _structure(gold), _structure(pred)
             if gold_struct is not None or pred_struct is not None:
                 return self.structures(pred, gold, pred_struct, gold_struct, depth)

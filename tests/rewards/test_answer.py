@@ -128,6 +128,15 @@ def test_count_boxes():
             W,
         ),
         ("-10x+14y-22z-8=0", "5x - 7y + 11z + 4 = 0", C),  # same plane
+        ("x > 2", "(2,\\infty)", C),  # a relation for an interval, both ways
+        ("(3,4]", "3<x\\leq4", C),
+        ("[3,4]", "3<x\\leq4", W),
+        ("5 \\geq x > 2", "(2, 5]", C),
+        ("\\log_2 8", "3", C),
+        ("\\log_{2}{2^{10}}", "10", C),
+        ("x^2 3", "3x^2", C),
+        ("x", "\\sqrt{x^2}", W),  # checked at a negative point too
+        ("5", "x_1 = 5", C),
         ("5x-7y+11z-4=0", "5x - 7y + 11z + 4 = 0", W),
         ("y = 2x + 3", "2x+3", C),
         ("\\frac{\\cos x}{\\sin x}", "\\cot x", C),
@@ -235,8 +244,12 @@ def test_perturbed_shipped_golds_do_not_verify(warm_pool):
 @pytest.mark.parametrize(
     "pred, gold, expected",
     [
-        ("(3,4]", "3<x\\leq4", C),  # math-verify: an interval for a relation
-        ("\\log_2 8", "3", C),
+        ("\\log 8", "3\\log 2", C),  # \log without a base: left to sympy
+        ("|3-x|", "|x-3|", C),
+        ("|x+3|", "|x-3|", W),
+        ("\\sqrt{x^2}", "|x|", C),  # by value at generic points (one of them negative)
+        ("\\sum_{k=1}^{n} k", "\\frac{n(n+1)}{2}", C),  # not elementary: math-verify decides
+        ("1}^{n}k", "\\sum_{k=1}^{n} k", W),  # the subscript is not an "x =" prefix
         ("\\frac{2}{7}\\triangle ABC", "\\frac{1}{7}\\triangle ABC", W),
     ],
 )
@@ -266,7 +279,7 @@ def test_budget_holds_in_threads(warm_pool):
 
     def work(i: int) -> None:
         start = time.monotonic()
-        verdict = check("(3,4]", "3<x\\leq4", timeout=0.001 if i == 0 else 5.0)
+        verdict = check("|3-x|", "|x-3|", timeout=0.001 if i == 0 else 5.0)
         results[i] = (verdict, time.monotonic() - start)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
@@ -279,8 +292,8 @@ def test_budget_holds_in_threads(warm_pool):
 
 
 def test_check_batch_is_in_order_and_independent_of_workers(warm_pool):
-    preds = ["1", "\\log_2 8", "2", "(3,4]", "x"] * 3
-    golds = ["1", "3", "3", "3<x\\leq4", "y"] * 3
+    preds = ["1", "\\log 8", "2", "|3-x|", "x"] * 3
+    golds = ["1", "3\\log 2", "3", "|x-3|", "y"] * 3
     one = check_batch(preds, golds, workers=1)
     two = check_batch(preds, golds, workers=2)
     assert one == two == [C, C, W, C, W] * 3
