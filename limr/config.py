@@ -178,6 +178,10 @@ class PPOConfig:
     """Normalise advantages to mean 0, std 1 over the batch."""
     entropy_coef: float = 0.0
     """Entropy bonus in the policy loss."""
+    old_logprobs: str = "auto"
+    """Log-probs of the sampling policy (PPO ratio, KL penalty): sampler (the sampler's own, no
+    extra forward), recompute (a forward of the policy after generation, as OpenRLHF) or auto
+    (sampler when it runs the policy's own weights, as hf does; recompute for vllm)."""
     actor_lr: float = 5e-7
     """Policy learning rate."""
     critic_lr: float = 9e-6
@@ -198,6 +202,7 @@ class PPOConfig:
     def __post_init__(self) -> None:
         _check_choice("ppo", "estimator", self.estimator, ("gae", "grpo", "rloo", "reinforce_pp"))
         _check_choice("ppo", "kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
+        _check_choice("ppo", "old_logprobs", self.old_logprobs, ("auto", "sampler", "recompute"))
         if len(self.adam_betas) != 2:
             raise ConfigError(f"ppo.adam_betas: needs two values, got {list(self.adam_betas)}")
 
@@ -243,6 +248,8 @@ class CurriculumConfig:
     """Floor on the subset size, as a fraction of all prompts."""
     min_size: int = 8
     """Floor on the subset size, in prompts."""
+    revisit_after: int = 0
+    """Unmastered prompts left out this many epochs rejoin the subset (0 = never)."""
 
 
 @dataclass
@@ -295,6 +302,16 @@ class TrainerConfig:
     """torch CPU threads; None = torch's default."""
     progress: bool = True
     """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        if self.strategy.startswith("deepspeed") and not re.fullmatch(
+            r"deepspeed(_stage_[123](_offload)?)?", self.strategy
+        ):
+            raise ConfigError(
+                f"trainer.strategy: {self.strategy!r} is not a DeepSpeed strategy limr builds; "
+                "use deepspeed_stage_1, deepspeed_stage_2, deepspeed_stage_3 (ZeRO-1/2/3) or "
+                "deepspeed_stage_2_offload / deepspeed_stage_3_offload (CPU offload)"
+            )
 
 
 @dataclass

@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -90,19 +91,33 @@ def sequence_logprobs(
     attention_mask: torch.Tensor,
     num_response: int,
     temperature: float,
-    with_entropy: bool = False,
+    with_entropy: bool | str = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs [N, T] of the last ``num_response`` tokens (and their entropy) under ``model``."""
+    """Log-probs [N, T] of the last ``num_response`` tokens (and their entropy) under ``model``.
+
+    The LM head runs on the last T + 1 positions only (``logits_to_keep``): the prompt's logits are
+    never needed, and at a 152k vocabulary they would dominate the memory of the step. The entropy
+    carries gradients only when ``with_entropy == "grad"`` (an entropy bonus); ``True`` gives a
+    detached value for logging without keeping the [N, T, V] softmax alive for backward.
+    """
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     logits = model(
-        input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids
+        input_ids=input_ids,
+        attention_mask=attention_mask.long(),
+        position_ids=position_ids,
+        logits_to_keep=num_response + 1,
     ).logits
     logits = logits[:, -num_response - 1 : -1].float()  # [N, T, V]: position t predicts t + 1
     if temperature > 0:
         logits = logits / temperature
     logp = torch.log_softmax(logits, -1)
     token_logp = logp.gather(-1, input_ids[:, -num_response:].unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp.exp() * logp).sum(-1) if with_entropy else None
+    entropy = None
+    if with_entropy == "grad":
+        entropy = -(logp.exp() * logp).sum(-1)
+    elif with_entropy:
+        with torch.no_grad():
+            entropy = -(logp.exp() * logp).sum(-1)
     return token_logp, entropy
 
 
@@ -167,6 +182,7 @@ class PPOModule(L.LightningModule):
         lam: float = 0.95,
         whiten_advantages: bool = True,
         entropy_coef: float = 0.0,
+        old_logprobs: str = "auto",
         actor_lr: float = 1e-6,
         critic_lr: float = 1e-5,
         adam_betas: Sequence[float] = (0.9, 0.95),
@@ -225,6 +241,11 @@ class PPOModule(L.LightningModule):
         self.lam = lam
         self.whiten_advantages = whiten_advantages
         self.entropy_coef = entropy_coef
+        if old_logprobs not in ("auto", "sampler", "recompute"):
+            raise ValueError(
+                f"old_logprobs must be auto, sampler or recompute, got {old_logprobs!r}"
+            )
+        self.old_logprobs = old_logprobs
         self.actor_lr = actor_lr
         self.critic_lr = critic_lr
         self.adam_betas = tuple(adam_betas)
@@ -236,6 +257,8 @@ class PPOModule(L.LightningModule):
         self.epoch = 0
         self.epoch_ids: list[str] = [p.id for p in self.prompts]
         self.position = 0  # batches of the current epoch already done
+        # prompt ids this process rolled out, per RL step (this session only; see limr.train)
+        self.rollout_ids: dict[int, list[str]] = {}
 
     # ------------------------------------------------------------------ Lightning plumbing
 
@@ -277,6 +300,12 @@ class PPOModule(L.LightningModule):
                 self.sampler_name, model=self.policy, tokenizer=self.tokenizer,
                 **self.sampler_kwargs,
             )  # fmt: skip
+        if self._deepspeed and self.group_filter is not None and self.world > 1:
+            raise ValueError(
+                "ppo.filter with DeepSpeed on several processes is not supported: ranks would run "
+                "different numbers of backward passes and ZeRO's collectives would hang. Use "
+                "trainer.strategy=ddp, or one process."
+            )
         if self.rollout_batch_size % self.world:
             raise ValueError(
                 f"ppo.rollout_batch_size ({self.rollout_batch_size}) must be divisible by the "
@@ -355,8 +384,10 @@ class PPOModule(L.LightningModule):
     # ------------------------------------------------------------------ the RL step
 
     def training_step(self, step: int, batch_idx: int) -> None:  # noqa: ARG002
+        timer = _Timer()
         prompt_idx = self._batch_indices()
         prompts = [self.prompts[i] for i in prompt_idx]
+        self.rollout_ids[self.rl_step] = [p.id for p in prompts]
         n = self.n_samples
 
         # 1. generate n responses per prompt with the current policy
@@ -367,15 +398,18 @@ class PPOModule(L.LightningModule):
         )
         answers = [prompts[i].answer for i in rollout.prompt_index.tolist()]
         extras = [prompts[i].extra for i in rollout.prompt_index.tolist()]
+        timer.lap("generate")
 
         # 2. score every response with the reward plugin
         scores = self.reward(rollout.texts, answers, rollout.finished.tolist(), extras)
         rewards = scores.rewards.float()
         correct = scores.correct.bool()
         lengths = rollout.response_mask.sum(-1)
+        timer.lap("reward")
 
         # 3. record every rollout in the reward history (gathered on rank 0), durably
         self._record(prompt_idx, rollout, rewards, correct, lengths)
+        timer.lap("record")
 
         # 4. online filter: keep whole groups (DAPO dynamic sampling, PRIME's band, ...)
         keep = torch.ones(len(prompt_idx), dtype=torch.bool)
@@ -385,18 +419,21 @@ class PPOModule(L.LightningModule):
 
         # 5. log-probs, reference, values; KL-penalised rewards; advantages
         stats: dict[str, float] = {}
-        if len(rows) > 0:
-            exp = self._make_experience(rollout, rewards, rows, stats)
-            # 6. PPO epochs over mini-batches, micro-batches accumulated
-            self._ppo_update(exp, stats)
-        else:
-            self._ppo_update(None, stats)  # keep optimiser steps in lock-step across ranks
+        exp = self._make_experience(rollout, rewards, rows, stats) if len(rows) > 0 else None
+        timer.lap("experience")
+        # 6. PPO epochs over mini-batches, micro-batches accumulated (a rank whose groups were
+        # all filtered out still takes part, so optimiser steps stay in lock-step across ranks)
+        self._ppo_update(exp, stats)
+        timer.lap("update")
 
         # 7. the sampler generates with the new weights from the next step on
         self.sampler.update_weights(self.policy)
+        timer.lap("sync_weights")
         self.kl_ctl.update(stats.get("kl", 0.0), self.rollout_batch_size * n)
         self.rl_step += 1
         self.position += 1
+        stats.update({f"time/{k}": v for k, v in timer.laps.items()})
+        stats["time/step"] = timer.total()
         self._log_step(rollout, rewards, correct, lengths, keep, stats)
 
     def _record(self, prompt_idx, rollout, rewards, correct, lengths) -> None:
@@ -428,12 +465,15 @@ class PPOModule(L.LightningModule):
         mask = rollout.response_mask[rows].to(device)
         scores = rewards[rows].to(device)
         T = mask.shape[1]
+        recompute = self._recompute_old_logprobs()
         old_logprobs, ref_logprobs, values = [], [], []
         self.policy.eval()
         for chunk in torch.split(torch.arange(len(rows)), self.micro_batch_size * 4):
             ids, att = input_ids[chunk], attention[chunk]
-            lp, _ = sequence_logprobs(self.policy, ids, att, T, self.temperature)
-            old_logprobs.append(lp)
+            if recompute:
+                old_logprobs.append(
+                    sequence_logprobs(self.policy, ids, att, T, self.temperature)[0]
+                )
             if self.ref_policy is not None:
                 ref_logprobs.append(
                     sequence_logprobs(self.ref_policy, ids, att, T, self.temperature)[0]
@@ -444,7 +484,10 @@ class PPOModule(L.LightningModule):
         self.policy.train()
         if self.value_model is not None:
             self.value_model.train()
-        old_lp = torch.cat(old_logprobs) * mask
+        if recompute:
+            old_lp = torch.cat(old_logprobs) * mask
+        else:  # the sampler's own log-probs of the same weights: no extra forward pass
+            old_lp = rollout.logprobs[rows].to(device=device, dtype=torch.float32) * mask
         ref_lp = torch.cat(ref_logprobs) * mask if ref_logprobs else torch.zeros_like(old_lp)
         old_values = torch.cat(values) * mask if values else torch.zeros_like(old_lp)
 
@@ -467,6 +510,18 @@ class PPOModule(L.LightningModule):
         stats["advantage_mean"] = float(ppo.masked_mean(advantages, mask))
         return Experience(input_ids, attention, mask, old_lp, ref_lp, old_values,
                           advantages, returns)  # fmt: skip
+
+    def _recompute_old_logprobs(self) -> bool:
+        """Whether the PPO ratio's denominator needs a forward pass of the policy after generation.
+
+        The sampler's log-probs are those of the sampling policy already: with ``hf`` (same module,
+        same weights) they equal a recomputation up to float rounding, so ``auto`` reuses them. A
+        sampler with its own copy and numerics (``vllm``, bf16 kernels) is recomputed, as OpenRLHF
+        does, unless ``old_logprobs == "sampler"`` asks for the engine's values.
+        """
+        if self.old_logprobs == "auto":
+            return not getattr(self.sampler, "shares_weights", False)
+        return self.old_logprobs == "recompute"
 
     def _ppo_update(self, exp: Experience | None, stats: dict) -> None:
         optimizer = self.optimizers()
@@ -496,15 +551,22 @@ class PPOModule(L.LightningModule):
                             "check the reward."
                         )
                     weight = len(m) / len(mb)
-                    sync = self._deepspeed or j == len(micro) - 1
-                    ctx = contextlib.nullcontext() if sync else self._no_sync()
+                    last = j == len(micro) - 1
+                    if self._deepspeed:
+                        # Our micro-batches, not a fixed count in the DeepSpeed config, decide
+                        # where an accumulation ends: DeepSpeed reduces and steps only there.
+                        self.trainer.strategy.model.set_gradient_accumulation_boundary(last)
+                        ctx = contextlib.nullcontext()
+                    else:
+                        ctx = contextlib.nullcontext() if last else self._no_sync()
                     with ctx:
                         self.manual_backward(loss * weight)
                     for k, v in s.items():
                         sums.setdefault(k, []).append(float(v))
-                    if self._deepspeed:
-                        optimizer.step()  # DeepSpeed steps at its accumulation boundary
-                if not self._deepspeed:
+                if self._deepspeed:
+                    if micro:
+                        optimizer.step()  # clips (config gradient_clipping) and steps
+                else:
                     self._all_reduce_grads()
                     stats.update(self._clip_gradients())
                     optimizer.step()
@@ -521,9 +583,11 @@ class PPOModule(L.LightningModule):
         (it cannot sync several backward passes per forward of the wrapper)."""
         if self.world <= 1 or not (dist.is_available() and dist.is_initialized()):
             return
-        grads = [p.grad for p in self._trainable() if p.grad is not None]
-        if not grads:
-            return
+        params = self._trainable()
+        for p in params:  # a rank with nothing to train on still joins with zero gradients
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)
         flat /= self.world
@@ -552,7 +616,7 @@ class PPOModule(L.LightningModule):
 
     def _loss(self, b: Experience) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         T = b.response_mask.shape[1]
-        want_entropy = True
+        want_entropy = "grad" if self.entropy_coef else True
         logprobs, entropy = sequence_logprobs(
             self.policy, b.input_ids, b.attention_mask, T, self.temperature, want_entropy
         )
@@ -594,7 +658,9 @@ class PPOModule(L.LightningModule):
             "train/epoch": float(self.epoch),
             "train/prompts_in_epoch": float(len(self.epoch_ids)),
         }
-        metrics.update({f"train/{k}": float(v) for k, v in stats.items()})
+        metrics.update(
+            {(k if k.startswith("time/") else f"train/{k}"): float(v) for k, v in stats.items()}
+        )
         self.log_dict(metrics, on_step=True, prog_bar=False, rank_zero_only=True)
         self.log("reward", metrics["train/reward_mean"], prog_bar=True, rank_zero_only=True)
         self.log("epoch_rl", float(self.epoch), prog_bar=True, rank_zero_only=True)
@@ -640,6 +706,22 @@ class PPOModule(L.LightningModule):
                 if line.strip() and _step_of(line) <= self.rl_step
             ]
             self.metrics_path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+
+
+class _Timer:
+    """Wall-clock seconds of the stages of one RL step (logged as ``time/<stage>``)."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self.last
+        self.last = now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
 
 
 def _step_of(line: str) -> float:

@@ -7,7 +7,8 @@
       checkpoints/         step-NNNNNN.ckpt, written atomically, the last few kept
       tb/                  TensorBoard logs
       final/               the trained policy as a Hugging Face folder (safetensors)
-      train_summary.json   steps, epochs, time, last metrics
+      train_summary.json   steps, epochs, time, last metrics, final weights' digest
+      ranks/rank-K.json    with several processes: each one's weights digest and prompt shares
 
 A run killed at any moment continues with ``--resume`` from its newest readable checkpoint.
 """
@@ -15,8 +16,11 @@ A run killed at any moment continues with ``--resume`` from its newest readable 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
+import re
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -58,18 +62,31 @@ class AtomicCheckpoint(L.Callback):
         path = self.folder / f"step-{step:06d}.ckpt"
         tmp = self.folder / f".step-{step:06d}.ckpt.tmp"
         trainer.save_checkpoint(tmp)
+        # DeepSpeed writes a folder of shards from every rank: all must be done before the rename
+        trainer.strategy.barrier("limr-checkpoint")
         if trainer.is_global_zero:
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
+            if tmp.is_file():
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+            if path.is_dir():
+                shutil.rmtree(path)
             os.replace(tmp, path)
             for old in sorted(self.folder.glob("step-*.ckpt"))[: -self.keep]:
-                old.unlink(missing_ok=True)
+                shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+        trainer.strategy.barrier("limr-checkpoint-done")
 
 
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint that loads; a corrupt or truncated one is reported and skipped."""
     folder = run_dir / CKPT_DIR
     for path in sorted(folder.glob("step-*.ckpt"), reverse=True):
+        if path.is_dir():  # a DeepSpeed checkpoint: shards plus a "latest" tag file
+            if (path / "latest").is_file():
+                return path
+            warnings.warn(
+                f"checkpoint {path} is incomplete (no 'latest' file); skipped", stacklevel=2
+            )
+            continue
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             if "limr" not in state or "state_dict" not in state:
@@ -100,26 +117,51 @@ def _check_strategy(cfg: LimrConfig) -> None:
             ) from None
 
 
+def deepspeed_config(
+    strategy: str, *, micro_batch_size: int, grad_clip: float, precision: str
+) -> dict[str, Any]:
+    """The DeepSpeed config of ``trainer.strategy`` (``deepspeed_stage_N[_offload]``).
+
+    No ``gradient_accumulation_steps``: Lightning refuses it in a config (manual optimisation
+    allows no accumulation of its own), and the module marks the accumulation boundary of each
+    mini-batch itself, so DeepSpeed keeps its default of 1 and never rescales our losses.
+    """
+    match = re.fullmatch(r"deepspeed(?:_stage_([123]))?(_offload)?", strategy)
+    if match is None:
+        raise ConfigError(f"trainer.strategy={strategy}: not a DeepSpeed strategy")
+    stage = int(match.group(1) or 2)
+    zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
+    if match.group(2):
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if stage == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    if stage == 3:
+        # the policy's weights are gathered whole for save_pretrained and the vllm sampler
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_clipping": grad_clip,
+        "bf16": {"enabled": "bf16" in precision},
+        "fp16": {"enabled": precision.startswith("16")},
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        # torch's AdamW with the optimizer offloaded: slower than DeepSpeedCPUAdam, but correct
+        "zero_force_ds_cpu_optimizer": False,
+    }
+
+
 def build_strategy(cfg: LimrConfig) -> Any:
-    """Lightning strategy from the config; DeepSpeed gets the accumulation of our micro-batches."""
+    """Lightning strategy from the config: DeepSpeed ZeRO with our config, gloo DDP on CPUs."""
     strategy = cfg.trainer.strategy
     if strategy.startswith("deepspeed"):
         from lightning.pytorch.strategies import DeepSpeedStrategy
 
-        stage = 3 if "3" in strategy else 2
-        offload = "offload" in strategy
         return DeepSpeedStrategy(
-            stage=stage,
-            offload_optimizer=offload,
-            offload_parameters=offload and stage == 3,
-            config={
-                "train_micro_batch_size_per_gpu": cfg.ppo.micro_batch_size,
-                "gradient_accumulation_steps": max(1, cfg.grad_accum // cfg.trainer.devices),
-                "gradient_clipping": cfg.ppo.grad_clip,
-                "bf16": {"enabled": "bf16" in cfg.trainer.precision},
-                "zero_optimization": {"stage": stage},
-            },
-        )
+            config=deepspeed_config(
+                strategy, micro_batch_size=cfg.ppo.micro_batch_size, grad_clip=cfg.ppo.grad_clip,
+                precision=cfg.trainer.precision,
+            )
+        )  # fmt: skip
     if strategy == "ddp" and cfg.trainer.accelerator == "cpu":
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -127,8 +169,17 @@ def build_strategy(cfg: LimrConfig) -> Any:
     return strategy
 
 
-def train(cfg: LimrConfig, *, resume: bool = False, config_text: str | None = None) -> dict:
-    """Run (or resume) one RL run as configured. Returns the summary written to the run folder."""
+def train(
+    cfg: LimrConfig,
+    *,
+    resume: bool = False,
+    config_text: str | None = None,
+    callbacks: list[L.Callback] | None = None,
+) -> dict:
+    """Run (or resume) one RL run as configured. Returns the summary written to the run folder.
+
+    ``callbacks`` are extra Lightning callbacks (e.g. a step timer), called before limr's own.
+    """
     run_dir = Path(cfg.run.run_dir)
     ckpt_dir = run_dir / CKPT_DIR
     existing = sorted(ckpt_dir.glob("step-*.ckpt")) if ckpt_dir.exists() else []
@@ -213,7 +264,8 @@ def train(cfg: LimrConfig, *, resume: bool = False, config_text: str | None = No
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=build_strategy(cfg), precision=t.precision,
         max_epochs=-1, max_steps=-1, logger=TensorBoardLogger(str(run_dir), name="tb", version=""),
-        callbacks=[checkpoint], enable_checkpointing=False, log_every_n_steps=t.log_every,
+        callbacks=[*(callbacks or []), checkpoint], enable_checkpointing=False,
+        log_every_n_steps=t.log_every,
         enable_progress_bar=t.progress, enable_model_summary=False, num_sanity_val_steps=0,
         use_distributed_sampler=False,
     )  # fmt: skip
@@ -234,6 +286,7 @@ def train(cfg: LimrConfig, *, resume: bool = False, config_text: str | None = No
     trainer.fit(module, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
 
     # 4. the trained policy as a Hugging Face folder, and a summary
+    digests = _rank_report(trainer, module, run_dir)
     summary = {
         "steps": module.rl_step,
         "epochs": module.epoch + 1,
@@ -242,12 +295,73 @@ def train(cfg: LimrConfig, *, resume: bool = False, config_text: str | None = No
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "metric_last": _last_metrics(run_dir / "metrics.jsonl"),
         "curriculum_schedule": getattr(curriculum, "schedule", None),
+        "processes": trainer.world_size,
+        "weights_sha256": digests[0] if digests else None,
+        "weights_in_sync": all(d == digests[0] for d in digests) if digests else None,
     }
-    if trainer.is_global_zero:
-        policy.save_pretrained(run_dir / "final", safe_serialization=True)
-        tokenizer.save_pretrained(run_dir / "final")
-        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with _gathered(policy):
+        if trainer.is_global_zero:
+            policy.save_pretrained(run_dir / "final", safe_serialization=True)
+            tokenizer.save_pretrained(run_dir / "final")
+            (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over ``model``'s state dict (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _rank_report(trainer: L.Trainer, module: PPOModule, run_dir: Path) -> list[dict]:
+    """With several processes, each writes ``ranks/rank-K.json`` (digests of its policy and value
+    model, and the prompts it rolled out, per step); rank 0 returns every rank's digests.
+
+    ``[]`` for one process (nothing to compare) and under ZeRO-3 (no rank holds whole weights).
+    """
+    world = trainer.world_size
+    if world <= 1 or _zero3(trainer):
+        return []
+    digest = {
+        "policy": weights_digest(module.policy),
+        "value_model": weights_digest(module.value_model) if module.value_model else None,
+    }
+    folder = run_dir / "ranks"
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"rank": trainer.global_rank, "world": world, "weights_sha256": digest,
+              "rollout_ids": {str(k): v for k, v in module.rollout_ids.items()}}  # fmt: skip
+    path = folder / f"rank-{trainer.global_rank}.json"
+    path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    trainer.strategy.barrier("limr-rank-report")
+    if not trainer.is_global_zero:
+        return []
+    digests = [
+        json.loads((folder / f"rank-{r}.json").read_text())["weights_sha256"] for r in range(world)
+    ]
+    if any(d != digests[0] for d in digests):
+        warnings.warn(f"the processes ended with different weights: {digests}", stacklevel=2)
+    return digests
+
+
+def _zero3(trainer: L.Trainer) -> bool:
+    config = getattr(trainer.strategy, "config", None) or {}
+    return config.get("zero_optimization", {}).get("stage") == 3
+
+
+def _gathered(model: torch.nn.Module) -> Any:
+    """Gather ZeRO-3 partitioned parameters (on every rank) so that rank 0 can save them whole."""
+    import contextlib
+
+    params = list(model.parameters())
+    if not any(hasattr(p, "ds_id") for p in params):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
 
 
 def _last_metrics(path: Path) -> dict:

@@ -54,6 +54,9 @@ class HFSampler:
         batch_size: prompts per ``generate`` call (each yields n sequences).
     """
 
+    shares_weights = True
+    """Generation runs the policy module itself, so its log-probs are the policy's own."""
+
     def __init__(self, model: nn.Module, tokenizer: Any, batch_size: int = 64) -> None:
         self.model = model
         self.tokenizer = tokenizer

