@@ -38,8 +38,7 @@ class CorrectReward:
     ) -> None:
         self.correct, self.wrong = float(correct), float(wrong)
         self.timeout = timeout
-        self.workers = workers
-        parallel.warm(workers)
+        self.workers = workers  # started on first need: integer answers never need one
 
     def __call__(
         self,

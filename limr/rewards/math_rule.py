@@ -74,8 +74,7 @@ class MathRuleReward:
             max_response_chars=max_response_chars,
         )
         self.timeout = timeout
-        self.workers = workers
-        parallel.warm(workers)
+        self.workers = workers  # started on first need: integer answers never need one
 
     def __call__(
         self,

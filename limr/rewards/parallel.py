@@ -206,12 +206,13 @@ class Pool:
                         i = next(next_index, None)
                     if i is None:
                         return
-                    try:
-                        results[i] = worker.request(messages[i], budget)
-                    except WorkerError:
-                        worker.kill()
-                        worker = _Worker()  # one retry on a fresh worker
-                        results[i] = worker.request(messages[i], budget)
+                    for _attempt in range(2):  # a worker that died gets one retry on a new one
+                        try:
+                            results[i] = worker.request(messages[i], budget)
+                            break
+                        except WorkerError:
+                            worker.kill()
+                            worker = _Worker()
                     if not worker.alive():  # killed on timeout: the next item gets a new one
                         worker = _Worker()
             except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread

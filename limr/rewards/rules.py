@@ -93,7 +93,10 @@ def has_repetition(text: str, min_length: int = 5, min_count: int = 5) -> bool:
         raise ValueError(f"min_count must be at least 3, got {c}")
     if n < min_length * c:
         return False
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64) + 1
+    codes = (
+        np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
+        + 1
+    )
     with np.errstate(over="ignore"):
         inv = np.empty(n, dtype=np.uint64)
         inv[0] = 1

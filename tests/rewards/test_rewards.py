@@ -191,3 +191,11 @@ def test_repetition_of_long_texts_is_fast():
     assert not has_repetition(text)
     assert has_repetition(text + "the end. " * 5)
     assert time.monotonic() - start < 1.0
+
+
+def test_odd_text_is_scored_not_raised(math_rule):
+    # a lone surrogate (valid in JSON input), a gold that is not a short answer
+    assert score(math_rule, "\ud800 so \\boxed{5}") == (1.0, True)
+    long_gold = " + ".join(f"x_{{{i}}}" for i in range(200))  # 1,800 characters, no loop
+    assert score(math_rule, f"\\boxed{{{long_gold}}}", gold=long_gold) == (1.0, True)
+    assert score(math_rule, "\\boxed{5}", gold=long_gold) == (-0.5, False)
