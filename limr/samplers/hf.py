@@ -44,6 +44,29 @@ def response_mask_and_finished(
     return mask, finished
 
 
+class _StopInResponse:
+    """Stop a row once its response text holds a stop string.
+
+    transformers' own ``stop_strings`` also match across the end of the prompt (a prompt ending
+    in "=" stops a response "=" at the stop string "=="), cutting responses that never emitted
+    the string; this looks at the response only, as vLLM does. A stop string of L characters
+    lies within the last L tokens (every token decodes to at least one character, special tokens
+    aside), so only a short tail is decoded per step.
+    """
+
+    def __init__(self, tokenizer: Any, stop: Sequence[str], prompt_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.stop = list(stop)
+        self.prompt_len = prompt_len
+        self.tail = max(len(s) for s in self.stop) + 2
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:  # noqa: ARG002
+        resp = input_ids[:, self.prompt_len :]
+        texts = self.tokenizer.batch_decode(resp[:, -self.tail :], skip_special_tokens=True)
+        hit = [any(s in t for s in self.stop) for t in texts]
+        return torch.tensor(hit, dtype=torch.bool, device=input_ids.device)
+
+
 @register_sampler("hf")
 class HFSampler:
     """Batched sampling with transformers.
@@ -96,6 +119,9 @@ class HFSampler:
                 enc = self.tokenizer(
                     chunk, return_tensors="pt", padding=True, padding_side="left"
                 ).to(device)
+                # greedy decoding gives n identical copies: decode once (generate refuses
+                # num_return_sequences > 1 without sampling) and repeat
+                copies = n if temperature > 0 else 1
                 out = self.model.generate(
                     **enc,
                     do_sample=temperature > 0,
@@ -103,13 +129,16 @@ class HFSampler:
                     top_p=top_p if temperature > 0 else None,
                     top_k=0 if temperature > 0 else None,
                     max_new_tokens=max_new_tokens,
-                    num_return_sequences=n,
+                    num_return_sequences=copies,
                     return_dict_in_generate=True,
                     output_logits=True,
                     pad_token_id=self.pad_id,
                     eos_token_id=self.eos_ids,
-                    stop_strings=list(stop) or None,
-                    tokenizer=self.tokenizer if stop else None,
+                    stopping_criteria=(
+                        [_StopInResponse(self.tokenizer, stop, enc["input_ids"].shape[1])]
+                        if stop
+                        else None
+                    ),
                 )
                 P = enc["input_ids"].shape[1]
                 resp = out.sequences[:, P:]  # [b*n, T]
@@ -117,6 +146,8 @@ class HFSampler:
                 if temperature > 0:
                     logits = logits / temperature
                 lp = torch.log_softmax(logits, -1).gather(-1, resp.unsqueeze(-1)).squeeze(-1)
+                if copies != n:
+                    resp, lp = resp.repeat_interleave(n, 0), lp.repeat_interleave(n, 0)
                 # generate pads rows that finished early; a token is real until the first EOS
                 queries.append(enc["input_ids"].repeat_interleave(n, 0).cpu())
                 query_masks.append(enc["attention_mask"].repeat_interleave(n, 0).bool().cpu())

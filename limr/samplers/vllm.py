@@ -3,7 +3,9 @@ weights after every update. Same outputs as ``hf``.
 
 Colocated means the engine lives in the training process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``
 is set before vLLM is imported unless the user set it), so :meth:`VLLMSampler.update_weights`
-hands the policy's tensors to the engine's model without serialising them.
+hands the policy's tensors to the engine without serialising them, through the worker's in-place
+``reload_weights`` (which also redoes the engine's post-load processing, e.g. the CPU build's
+prepacked GEMM weights); vLLM releases without it get ``model.load_weights`` instead.
 
 Semantics kept equal to ``hf`` (tests/samplers/test_vllm.py checks them with a stand-in engine,
 perf/check_vllm_cpu.py with a real one):
@@ -112,7 +114,13 @@ class VLLMSampler:
     def update_weights(self, model: nn.Module) -> None:
         """Copy the policy's current weights into the engine and drop its stale prefix cache."""
         self.model = model
-        self.engine.apply_model(functools.partial(_load_into, _policy_weights(model)))
+        weights = _policy_weights(model)
+        try:
+            self.engine.collective_rpc(
+                "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
+            )
+        except (TypeError, NotImplementedError):  # vLLM before in-place reload with an iterator
+            self.engine.apply_model(functools.partial(_load_into, weights))
         self.engine.reset_prefix_cache()
 
     def generate(
