@@ -1,0 +1,121 @@
+"""Strategies: the DeepSpeed config that ``trainer.strategy=deepspeed_stage_N`` builds, gloo DDP on
+CPUs, the clear refusal of DeepSpeed without CUDA, and (GPU only) a few ZeRO-3 bf16 steps."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from limr.config import ConfigError, load_config
+from limr.train import build_strategy, deepspeed_config
+
+ROOT = Path(__file__).resolve().parent.parent
+HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
+
+
+@pytest.mark.parametrize(
+    ("strategy", "stage", "offload"),
+    [
+        ("deepspeed", 2, False),
+        ("deepspeed_stage_1", 1, False),
+        ("deepspeed_stage_2", 2, False),
+        ("deepspeed_stage_3", 3, False),
+        ("deepspeed_stage_2_offload", 2, True),
+        ("deepspeed_stage_3_offload", 3, True),
+    ],
+)
+def test_deepspeed_config_per_strategy(strategy, stage, offload):
+    c = deepspeed_config(strategy, micro_batch_size=4, grad_clip=1.0, precision="bf16-mixed")
+    zero = c["zero_optimization"]
+    assert zero["stage"] == stage
+    assert ("offload_optimizer" in zero) == offload
+    assert ("offload_param" in zero) == (offload and stage == 3)
+    assert c["train_micro_batch_size_per_gpu"] == 4 and c["gradient_clipping"] == 1.0
+    assert c["bf16"] == {"enabled": True} and c["fp16"] == {"enabled": False}
+    # Lightning rejects a config that sets it (the module marks accumulation boundaries itself)
+    assert "gradient_accumulation_steps" not in c
+
+
+def test_deepspeed_precision_follows_the_trainer():
+    fp32 = deepspeed_config("deepspeed_stage_3", micro_batch_size=1, grad_clip=0.0,
+                            precision="32-true")  # fmt: skip
+    assert not fp32["bf16"]["enabled"] and not fp32["fp16"]["enabled"]
+    fp16 = deepspeed_config("deepspeed_stage_2", micro_batch_size=1, grad_clip=0.0,
+                            precision="16-mixed")  # fmt: skip
+    assert fp16["fp16"]["enabled"] and not fp16["bf16"]["enabled"]
+
+
+def test_a_misspelt_deepspeed_strategy_fails_at_load():
+    with pytest.raises(ConfigError, match="deepspeed_stage_3_offload"):
+        load_config(None, ["trainer.strategy=deepspeed_stage_4"])
+
+
+def test_config_builds_the_lightning_strategy():
+    from lightning.pytorch.strategies import DDPStrategy
+
+    cfg = load_config(None, ["trainer.strategy=ddp", "trainer.accelerator=cpu"])
+    ddp = build_strategy(cfg)
+    assert isinstance(ddp, DDPStrategy) and ddp._process_group_backend == "gloo"  # noqa: SLF001
+    cfg = load_config(None, ["trainer.strategy=deepspeed_stage_3", "ppo.micro_batch_size=2",
+                             "trainer.precision=bf16-mixed"])  # fmt: skip
+    if not HAS_DEEPSPEED:
+        with pytest.raises(Exception, match="(?i)deepspeed"):
+            build_strategy(cfg)
+        return
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    ds = build_strategy(cfg)
+    assert isinstance(ds, DeepSpeedStrategy)
+    assert ds.config["zero_optimization"]["stage"] == 3
+    assert ds.config["train_micro_batch_size_per_gpu"] == 2 and ds.config["bf16"]["enabled"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_deepspeed_on_cpu_exits_2_with_a_clear_message(tmp_path):
+    cmd = [sys.executable, "-m", "limr", "train", "trainer.strategy=deepspeed_stage_3",
+           f"run.run_dir={tmp_path / 'run'}"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert "trainer.strategy=deepspeed_stage_3" in out.stderr
+    assert "needs CUDA" in out.stderr and "ddp" in out.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_DEEPSPEED, reason="needs deepspeed (the gpu extra)")
+def test_deepspeed_zero3_bf16_steps(tiny_model_dir, tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from limr.train import find_resume_checkpoint, train
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    data = tmp_path / "p.jsonl"
+    rows = [{"id": f"p{i}", "problem": f"{i}+{i}=", "answer": str(2 * i)} for i in range(8)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    args = {
+        "plugins": "[toy_plugins]", "model.name_or_path": str(tiny_model_dir),
+        "data.train": str(data), "reward.name": "toy_digit", "sampler.n_samples": 2,
+        "sampler.max_new_tokens": 4, "ppo.rollout_batch_size": 2, "ppo.train_batch_size": 4,
+        "ppo.micro_batch_size": 2, "ppo.actor_lr": 1e-3, "ppo.critic_lr": 1e-3,
+        "ppo.warmup_steps": 0, "trainer.accelerator": "gpu", "trainer.devices": 1,
+        "trainer.strategy": "deepspeed_stage_3", "trainer.precision": "bf16-mixed",
+        "trainer.max_steps": 3, "trainer.checkpoint_every": 2, "trainer.progress": False,
+        "run.run_dir": str(run),
+    }  # fmt: skip
+    summary = train(load_config(None, [f"{k}={v}" for k, v in args.items()]))
+    assert summary["steps"] == 3
+    start = load_file(tiny_model_dir / "model.safetensors")
+    end = load_file(run / "final" / "model.safetensors")
+    # gathered whole (not ZeRO-3's empty partitions), and trained
+    assert all(end[k].shape == start[k].shape for k in start)
+    assert any(not torch.equal(start[k].float(), end[k].float()) for k in start)
+    assert find_resume_checkpoint(run) is not None
