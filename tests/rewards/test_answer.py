@@ -279,7 +279,8 @@ def test_budget_holds_in_threads(warm_pool):
 
     def work(i: int) -> None:
         start = time.monotonic()
-        verdict = check("|3-x|", "|x-3|", timeout=0.001 if i == 0 else 5.0)
+        # a pair no other test checks: no cache anywhere can answer it within 1 ms
+        verdict = check("|11-w|", "|w-11|", timeout=0.001 if i == 0 else 5.0)
         results[i] = (verdict, time.monotonic() - start)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
