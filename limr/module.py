@@ -46,6 +46,7 @@ class Experience(NamedTuple):
         old_values: [N, T] value estimates (zeros without a value model).
         advantages: [N, T].
         returns: [N, T] value targets (zeros without a value model).
+        token_rewards: [N, T] KL-penalised per-token rewards (GAE and REINFORCE++; else zeros).
     """
 
     input_ids: torch.Tensor
@@ -56,6 +57,7 @@ class Experience(NamedTuple):
     old_values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    token_rewards: torch.Tensor
 
     def index(self, idx: torch.Tensor) -> Experience:
         return Experience(*(t[idx] for t in self))
@@ -85,6 +87,58 @@ class StepLoader:
         return None
 
 
+def response_outputs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    num_response: int,
+    group: int = 1,
+) -> torch.Tensor:
+    """The outputs at the T positions that predict the last T tokens, [N, T, ...]: logits of a
+    causal LM, last hidden states of a base model (the critic's backbone).
+
+    With ``group > 1``, rows come in groups of ``group`` that share one prompt (the n samples of a
+    prompt, as samplers return them): each prompt then runs once, its KV cache is copied for the
+    group, and the responses run on top of it. The result and its gradients equal a forward of
+    the whole rows (gradients reach the prompt's computation through the copied cache); the
+    prompt's share of the work falls by ``1 - 1/group``.
+    """
+    T = num_response
+    mask = attention_mask.long()
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def out_of(o: Any) -> torch.Tensor:
+        return o.logits if hasattr(o, "logits") else o.last_hidden_state
+
+    N, L = input_ids.shape
+    P = L - T
+    if group <= 1 or N % group or P < 1:
+        keep = {"logits_to_keep": T + 1} if _is_lm(model) else {}
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, **keep)
+        return out_of(out)[:, -T - 1 : -1]  # position t predicts token t + 1
+    q = slice(None, None, group)  # the first row of each group carries the prompt
+    keep = {"logits_to_keep": 1} if _is_lm(model) else {}
+    first = model(input_ids=input_ids[q, :P], attention_mask=mask[q, :P],
+                  position_ids=position_ids[q, :P], use_cache=True, **keep)  # fmt: skip
+    head = out_of(first)[:, -1:].repeat_interleave(group, 0)  # [N, 1, ...] predicts token P
+    if T == 1:
+        return head
+    cache = first.past_key_values
+    cache.batch_repeat_interleave(group)
+    rest = model(
+        input_ids=input_ids[:, P:-1],
+        attention_mask=mask[:, :-1],
+        position_ids=position_ids[:, P:-1],
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return torch.cat([head, out_of(rest)], 1)  # [N, T, ...]
+
+
+def _is_lm(model: nn.Module) -> bool:
+    return hasattr(model, "get_output_embeddings") and model.get_output_embeddings() is not None
+
+
 def sequence_logprobs(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -92,6 +146,7 @@ def sequence_logprobs(
     num_response: int,
     temperature: float,
     with_entropy: bool | str = False,
+    group: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs [N, T] of the last ``num_response`` tokens (and their entropy) under ``model``.
 
@@ -99,15 +154,9 @@ def sequence_logprobs(
     never needed, and at a 152k vocabulary they would dominate the memory of the step. The entropy
     carries gradients only when ``with_entropy == "grad"`` (an entropy bonus); ``True`` gives a
     detached value for logging without keeping the [N, T, V] softmax alive for backward.
+    ``group``: rows sharing a prompt, see :func:`response_outputs`.
     """
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask.long(),
-        position_ids=position_ids,
-        logits_to_keep=num_response + 1,
-    ).logits
-    logits = logits[:, -num_response - 1 : -1].float()  # [N, T, V]: position t predicts t + 1
+    logits = response_outputs(model, input_ids, attention_mask, num_response, group).float()
     if temperature > 0:
         logits = logits / temperature
     logp = torch.log_softmax(logits, -1)
@@ -246,6 +295,8 @@ class PPOModule(L.LightningModule):
                 f"old_logprobs must be auto, sampler or recompute, got {old_logprobs!r}"
             )
         self.old_logprobs = old_logprobs
+        self.fuse_critic = True  # see _critic_in_update; False only to test the equivalence
+        self.share_prompts = True  # see _share_prompts; False only to test the equivalence
         self.actor_lr = actor_lr
         self.critic_lr = critic_lr
         self.adam_betas = tuple(adam_betas)
@@ -466,21 +517,23 @@ class PPOModule(L.LightningModule):
         scores = rewards[rows].to(device)
         T = mask.shape[1]
         recompute = self._recompute_old_logprobs()
+        fused = self._critic_in_update()
         old_logprobs, ref_logprobs, values = [], [], []
         self.policy.eval()
         for chunk in torch.split(torch.arange(len(rows)), self.micro_batch_size * 4):
             ids, att = input_ids[chunk], attention[chunk]
+            grp = self._group(len(chunk))
             if recompute:
                 old_logprobs.append(
-                    sequence_logprobs(self.policy, ids, att, T, self.temperature)[0]
+                    sequence_logprobs(self.policy, ids, att, T, self.temperature, group=grp)[0]
                 )
             if self.ref_policy is not None:
                 ref_logprobs.append(
-                    sequence_logprobs(self.ref_policy, ids, att, T, self.temperature)[0]
+                    sequence_logprobs(self.ref_policy, ids, att, T, self.temperature, group=grp)[0]
                 )
-            if self.value_model is not None:
+            if self.value_model is not None and not fused:
                 self.value_model.eval()
-                values.append(self.value_model(ids, att)[:, -T - 1 : -1].float())
+                values.append(self._values(ids, att, T, grp))
         self.policy.train()
         if self.value_model is not None:
             self.value_model.train()
@@ -494,8 +547,12 @@ class PPOModule(L.LightningModule):
         kl = ppo.kl_penalty(old_lp, ref_lp, self.kl_estimator) * mask
         kl_coef = self.kl_ctl.value if self.ref_policy is not None else 0.0
         stats["kl"] = float(ppo.masked_mean(kl, mask, dim=-1).mean())
+        token_r = torch.zeros_like(old_lp)
         if self.estimator == "gae":
             token_r = ppo.token_rewards(scores, kl, mask, kl_coef)
+            if fused:  # the values come from the critic's pass in the update (_critic_first)
+                z = torch.zeros_like(old_lp)
+                return Experience(input_ids, attention, mask, old_lp, ref_lp, z, z, z, token_r)
             advantages, returns = ppo.compute_gae(token_r, old_values, mask, self.gamma, self.lam)
         elif self.estimator == "reinforce_pp":
             token_r = ppo.token_rewards(scores, kl, mask, kl_coef)
@@ -509,7 +566,7 @@ class PPOModule(L.LightningModule):
             advantages = ppo.masked_whiten(advantages, mask)
         stats["advantage_mean"] = float(ppo.masked_mean(advantages, mask))
         return Experience(input_ids, attention, mask, old_lp, ref_lp, old_values,
-                          advantages, returns)  # fmt: skip
+                          advantages, returns, token_r)  # fmt: skip
 
     def _recompute_old_logprobs(self) -> bool:
         """Whether the PPO ratio's denominator needs a forward pass of the policy after generation.
@@ -523,26 +580,74 @@ class PPOModule(L.LightningModule):
             return not getattr(self.sampler, "shares_weights", False)
         return self.old_logprobs == "recompute"
 
+    def _share_prompts(self) -> bool:
+        """Run each prompt once per group of samples in the update's forwards (response_outputs).
+
+        Needs micro-batches of whole groups and a KV cache in training (gradient checkpointing
+        turns the cache off)."""
+        return (
+            self.share_prompts
+            and self.n_samples > 1
+            and self.micro_batch_size % self.n_samples == 0
+            and not getattr(self.policy, "is_gradient_checkpointing", False)
+        )
+
+    def _group(self, rows: int) -> int:
+        """Rows per shared prompt for a batch of ``rows`` rows cut at group boundaries."""
+        return self.n_samples if self._share_prompts() and rows % self.n_samples == 0 else 1
+
+    def _values(self, ids: torch.Tensor, att: torch.Tensor, T: int, group: int) -> torch.Tensor:
+        """The critic's values [N, T] at the positions that predict the response tokens."""
+        vm = self.value_model
+        hidden = response_outputs(vm.backbone, ids, att, T, group)  # [N, T, H]
+        return vm.value_head(hidden.to(vm.value_head.weight.dtype)).squeeze(-1).float()
+
+    def _num_minibatches(self) -> int:
+        local_rollouts = self.rollout_batch_size * self.n_samples // self.world
+        local_train = max(1, self.train_batch_size // self.world)
+        return max(1, local_rollouts // local_train)
+
+    def _critic_in_update(self) -> bool:
+        """One PPO epoch over one mini-batch: the critic is not updated before its loss is taken,
+        so the values its loss-time forward computes are the rollout's values exactly, and the
+        separate no-grad forward for them can be skipped (see :meth:`_critic_first`)."""
+        return (
+            self.fuse_critic
+            and self.value_model is not None
+            and self.ppo_epochs == 1
+            and self._num_minibatches() == 1
+        )
+
     def _ppo_update(self, exp: Experience | None, stats: dict) -> None:
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
-        local_rollouts = self.rollout_batch_size * self.n_samples // self.world
-        local_train = max(1, self.train_batch_size // self.world)
-        num_minibatches = max(1, local_rollouts // local_train)
+        num_minibatches = self._num_minibatches()
+        fused = exp is not None and self._critic_in_update()
         sums: dict[str, list[float]] = {}
         for epoch in range(self.ppo_epochs):
             if exp is not None:
                 g = torch.Generator().manual_seed(self.seed + self.rl_step * 31 + epoch)
-                perm = torch.randperm(len(exp.input_ids), generator=g)
-                minibatches = torch.tensor_split(perm, num_minibatches)
+                if self._share_prompts():
+                    # whole groups, shuffled: each micro-batch holds whole groups in order
+                    n = self.n_samples
+                    groups = torch.randperm(len(exp.input_ids) // n, generator=g)
+                    minibatches = [
+                        (c.unsqueeze(-1) * n + torch.arange(n)).reshape(-1)
+                        for c in torch.tensor_split(groups, num_minibatches)
+                    ]
+                else:
+                    perm = torch.randperm(len(exp.input_ids), generator=g)
+                    minibatches = torch.tensor_split(perm, num_minibatches)
             else:
                 minibatches = [torch.zeros(0, dtype=torch.long)] * num_minibatches
             for mb in minibatches:
                 optimizer.zero_grad(set_to_none=False)
                 micro = torch.split(mb, self.micro_batch_size) if len(mb) else []
+                if fused:
+                    exp = self._critic_first(exp, micro, sums, stats)
                 for j, m in enumerate(micro):
                     part = exp.index(m.to(exp.input_ids.device))
-                    loss, s = self._loss(part)
+                    loss, s = self._loss(part, with_value=not fused)
                     if not torch.isfinite(loss):
                         raise NonFiniteLossError(
                             f"non-finite loss {loss.item()} at RL step {self.rl_step} "
@@ -558,7 +663,9 @@ class PPOModule(L.LightningModule):
                         self.trainer.strategy.model.set_gradient_accumulation_boundary(last)
                         ctx = contextlib.nullcontext()
                     else:
-                        ctx = contextlib.nullcontext() if last else self._no_sync()
+                        # never DDP's reducer: _all_reduce_grads averages once per mini-batch,
+                        # also on a rank whose groups were all filtered out (no backward at all)
+                        ctx = self._no_sync()
                     with ctx:
                         self.manual_backward(loss * weight)
                     for k, v in s.items():
@@ -573,6 +680,46 @@ class PPOModule(L.LightningModule):
                 scheduler.step()
         stats.update({k: sum(v) / len(v) for k, v in sums.items()})
         stats["actor_lr"] = optimizer.param_groups[0]["lr"]
+
+    def _critic_first(
+        self, exp: Experience, micro: Sequence[torch.Tensor], sums: dict, stats: dict
+    ) -> Experience:
+        """The critic's forward, loss and backward for every micro-batch of the (only) mini-batch,
+        then GAE and whitening from the values that forward gave.
+
+        Exact for one epoch over one mini-batch: GAE of a response needs only its own values, and
+        the value loss clips around those same values (no clipping). The policy's backward passes
+        follow; the optimiser steps once after both, as in the unfused update.
+        """
+        T = exp.response_mask.shape[1]
+        N = sum(len(m) for m in micro)
+        values_all = torch.zeros_like(exp.token_rewards)
+        for m in micro:
+            m = m.to(exp.input_ids.device)
+            b = exp.index(m)
+            values = self._values(b.input_ids, b.attention_mask, T, self._group(len(m)))
+            old = values.detach() * b.response_mask
+            _, returns = ppo.compute_gae(
+                b.token_rewards, old, b.response_mask, self.gamma, self.lam
+            )
+            vf_loss, vs = ppo.value_loss(values, old, returns, b.response_mask, self.value_clip)
+            if self._deepspeed:
+                self.trainer.strategy.model.set_gradient_accumulation_boundary(False)
+                ctx = contextlib.nullcontext()
+            else:
+                ctx = self._no_sync()
+            with ctx:
+                self.manual_backward(vf_loss * (len(m) / N))
+            for k, v in {"value_loss": vf_loss.detach(), **vs}.items():
+                sums.setdefault(k, []).append(float(v))
+            values_all[m] = old
+        mask = exp.response_mask
+        advantages, returns = ppo.compute_gae(exp.token_rewards, values_all, mask, self.gamma,
+                                              self.lam)  # fmt: skip
+        if self.whiten_advantages:
+            advantages = ppo.masked_whiten(advantages, mask)
+        stats["advantage_mean"] = float(ppo.masked_mean(advantages, mask))
+        return exp._replace(old_values=values_all, advantages=advantages, returns=returns)
 
     def _no_sync(self) -> Any:
         block = getattr(self.trainer.strategy, "block_backward_sync", None)
@@ -614,12 +761,15 @@ class PPOModule(L.LightningModule):
                 )
         return out
 
-    def _loss(self, b: Experience) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _loss(
+        self, b: Experience, with_value: bool = True
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         T = b.response_mask.shape[1]
         want_entropy = "grad" if self.entropy_coef else True
         logprobs, entropy = sequence_logprobs(
-            self.policy, b.input_ids, b.attention_mask, T, self.temperature, want_entropy
-        )
+            self.policy, b.input_ids, b.attention_mask, T, self.temperature, want_entropy,
+            group=self._group(len(b.input_ids)),
+        )  # fmt: skip
         pg_loss, s = ppo.policy_loss(
             logprobs, b.old_logprobs, b.advantages, b.response_mask, self.clip_eps
         )
@@ -636,8 +786,9 @@ class PPOModule(L.LightningModule):
             kl_loss = ppo.masked_mean(k3, b.response_mask, dim=-1).mean()
             loss = loss + self.kl_ctl.value * kl_loss
             stats["kl_loss"] = kl_loss.detach()
-        if self.value_model is not None:
-            values = self.value_model(b.input_ids, b.attention_mask)[:, -T - 1 : -1].float()
+        if self.value_model is not None and with_value:
+            grp = self._group(len(b.input_ids))
+            values = self._values(b.input_ids, b.attention_mask, T, grp)
             vf_loss, vs = ppo.value_loss(
                 values, b.old_values, b.returns, b.response_mask, self.value_clip
             )

@@ -89,3 +89,76 @@ def test_two_process_ddp_shards_gathers_and_stays_in_sync(tiny_model_dir, tmp_pa
     start = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     assert weights_digest(final) == ranks[1]["weights_sha256"]["policy"]
     assert weights_digest(start) != ranks[1]["weights_sha256"]["policy"]
+
+
+# -- the update's shortcuts give the same training as the long way round (one process).
+# They live here because the module's own tests (tests/test_train.py) are another owner's file.
+
+
+def _final_weights(tiny_model_dir, tmp_path, name, switches=None, **extra):
+    import lightning as L
+
+    from limr.config import load_config
+    from limr.train import train
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    data = write_prompts(tmp_path / "p.jsonl")
+
+    class Switch(L.Callback):
+        def on_fit_start(self, trainer, module):  # noqa: ARG002
+            for k, v in (switches or {}).items():
+                assert hasattr(module, k)
+                setattr(module, k, v)
+
+    args = {
+        "plugins": "[toy_plugins]", "model.name_or_path": str(tiny_model_dir),
+        "data.train": str(data), "reward.name": "toy_digit", "sampler.n_samples": 2,
+        "sampler.max_new_tokens": 4, "sampler.temperature": 1.0, "ppo.rollout_batch_size": 2,
+        "ppo.train_batch_size": 4, "ppo.micro_batch_size": 2, "ppo.actor_lr": 1e-3,
+        "ppo.critic_lr": 1e-3, "ppo.warmup_steps": 0, "trainer.accelerator": "cpu",
+        "trainer.max_steps": 2, "trainer.progress": False, "run.run_dir": str(tmp_path / name),
+        **extra,
+    }  # fmt: skip
+    summary = train(load_config(None, [f"{k}={v}" for k, v in args.items()]), callbacks=[Switch()])
+    from safetensors.torch import load_file
+
+    ckpt = sorted((tmp_path / name / "checkpoints").glob("step-*.ckpt"))[-1]
+    critic = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    critic = {k: v for k, v in critic.items() if k.startswith("value_model.")}
+    return load_file(tmp_path / name / "final" / "model.safetensors"), critic, summary
+
+
+def _assert_close(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4, msg=k)
+
+
+def test_critic_values_from_the_update_pass_equal_a_separate_forward(tiny_model_dir, tmp_path):
+    # one epoch, one mini-batch (4 rollouts = train_batch_size): the fused path applies
+    p1, c1, s1 = _final_weights(tiny_model_dir, tmp_path, "fused", {"fuse_critic": True})
+    p2, c2, s2 = _final_weights(tiny_model_dir, tmp_path, "separate", {"fuse_critic": False})
+    _assert_close(p1, p2)
+    _assert_close(c1, c2)
+    m1, m2 = s1["metric_last"], s2["metric_last"]
+    for k in ("train/value_loss", "train/policy_loss", "train/advantage_mean"):
+        assert abs(m1[k] - m2[k]) < 1e-5, k
+
+
+def test_sampler_logprobs_train_like_recomputed_ones(tiny_model_dir, tmp_path):
+    p1, c1, _ = _final_weights(tiny_model_dir, tmp_path, "s", **{"ppo.old_logprobs": "sampler"})
+    p2, c2, _ = _final_weights(tiny_model_dir, tmp_path, "r", **{"ppo.old_logprobs": "recompute"})
+    _assert_close(p1, p2)
+    _assert_close(c1, c2)
+
+
+def test_prompts_run_once_per_group_train_like_whole_rows(tiny_model_dir, tmp_path):
+    # micro-batches of 2 = one group of 2 samples: policy, reference and critic run each prompt
+    # once; two PPO epochs so that the unfused critic path is exercised too
+    on = {"share_prompts": True}
+    off = {"share_prompts": False}
+    extra = {"ppo.ppo_epochs": 2}
+    p1, c1, _ = _final_weights(tiny_model_dir, tmp_path, "shared", on, **extra)
+    p2, c2, _ = _final_weights(tiny_model_dir, tmp_path, "whole", off, **extra)
+    _assert_close(p1, p2)
+    _assert_close(c1, c2)

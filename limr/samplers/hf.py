@@ -1,6 +1,11 @@
-"""``hf`` sampler: Hugging Face ``generate`` with left padding and the KV cache. The CPU default.
+"""``hf`` sampler: the policy itself with left padding and the KV cache. The CPU default.
 
-It shares the policy's weights, so ``update_weights`` has nothing to do.
+It shares the policy's weights, so ``update_weights`` has nothing to do. Two decoders give the
+same distribution: ``loop`` (the default) runs each prompt once through the model, copies its KV
+cache for the n samples and samples token by token, with the sampled tokens' log-probs taken from
+the same logits; ``generate`` calls transformers' ``generate`` (which runs every prompt n times
+and goes through its logits processors and stopping criteria each step) and is kept for models
+whose cache cannot be copied per row.
 """
 
 from __future__ import annotations
@@ -74,16 +79,22 @@ class HFSampler:
     Args:
         model: the policy (a transformers causal LM).
         tokenizer: its tokenizer (a pad token is required; left padding is used).
-        batch_size: prompts per ``generate`` call (each yields n sequences).
+        batch_size: prompts per forward batch (each yields n sequences).
+        decoder: ``loop`` (prefill once per prompt, then a plain sampling loop) or ``generate``.
     """
 
     shares_weights = True
     """Generation runs the policy module itself, so its log-probs are the policy's own."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, batch_size: int = 64) -> None:
+    def __init__(
+        self, model: nn.Module, tokenizer: Any, batch_size: int = 64, decoder: str = "loop"
+    ) -> None:
+        if decoder not in ("loop", "generate"):
+            raise ValueError(f"hf sampler: decoder must be loop or generate, got {decoder!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.decoder = decoder
         eos = model.generation_config.eos_token_id
         if eos is None:
             eos = tokenizer.eos_token_id
@@ -112,61 +123,32 @@ class HFSampler:
         was_training = self.model.training
         self.model.eval()
         device = next(self.model.parameters()).device
-        queries, query_masks, responses, logprobs, generated = [], [], [], [], []
+        queries, query_masks, responses, logprobs = [], [], [], []
         try:
             for start in range(0, len(prompts), self.batch_size):
                 chunk = list(prompts[start : start + self.batch_size])
                 enc = self.tokenizer(
                     chunk, return_tensors="pt", padding=True, padding_side="left"
                 ).to(device)
-                # greedy decoding gives n identical copies: decode once (generate refuses
-                # num_return_sequences > 1 without sampling) and repeat
-                copies = n if temperature > 0 else 1
-                out = self.model.generate(
-                    **enc,
-                    do_sample=temperature > 0,
-                    temperature=temperature if temperature > 0 else None,
-                    top_p=top_p if temperature > 0 else None,
-                    top_k=0 if temperature > 0 else None,
-                    max_new_tokens=max_new_tokens,
-                    num_return_sequences=copies,
-                    return_dict_in_generate=True,
-                    output_logits=True,
-                    pad_token_id=self.pad_id,
-                    eos_token_id=self.eos_ids,
-                    stopping_criteria=(
-                        [_StopInResponse(self.tokenizer, stop, enc["input_ids"].shape[1])]
-                        if stop
-                        else None
-                    ),
-                )
-                P = enc["input_ids"].shape[1]
-                resp = out.sequences[:, P:]  # [b*n, T]
-                logits = torch.stack(out.logits, 1).float()  # [b*n, T, V]
-                if temperature > 0:
-                    logits = logits / temperature
-                lp = torch.log_softmax(logits, -1).gather(-1, resp.unsqueeze(-1)).squeeze(-1)
-                if copies != n:
-                    resp, lp = resp.repeat_interleave(n, 0), lp.repeat_interleave(n, 0)
-                # generate pads rows that finished early; a token is real until the first EOS
+                decode = self._loop if self.decoder == "loop" else self._generate
+                resp, lp = decode(enc, n, temperature, top_p, max_new_tokens, stop)
                 queries.append(enc["input_ids"].repeat_interleave(n, 0).cpu())
                 query_masks.append(enc["attention_mask"].repeat_interleave(n, 0).bool().cpu())
                 responses.append(resp.cpu())
                 logprobs.append(lp.cpu())
-                generated.append(torch.ones_like(resp, dtype=torch.bool).cpu())
         finally:
             self.model.train(was_training)
         query_ids = pad_stack(queries, self.pad_id, left=True)
         query_mask = pad_stack(query_masks, False, left=True)
         response_ids = pad_stack(responses, self.pad_id)
-        gen = pad_stack(generated, False)
+        gen = pad_stack([torch.ones_like(r, dtype=torch.bool) for r in responses], False)
+        # a token is real until the first EOS (rows that finished early are padded)
         mask, finished = response_mask_and_finished(response_ids, self.eos_ids, gen)
         texts = self.tokenizer.batch_decode(
             [r[m].tolist() for r, m in zip(response_ids, mask)], skip_special_tokens=True
         )
         if stop:
-            # A stop string ends the response without EOS: it is finished, and the tokens after
-            # it (if any) are cut from the mask.
+            # A stop string ends the response without EOS: it is finished.
             for i, text in enumerate(texts):
                 if not finished[i] and any(s in text for s in stop):
                     finished[i] = True
@@ -182,3 +164,93 @@ class HFSampler:
             finished=finished,
             texts=texts,
         )
+
+    def _loop(
+        self, enc: Any, n: int, temperature: float, top_p: float, max_new_tokens: int,
+        stop: Sequence[str],
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Responses [b*n, T] and their log-probs (after temperature) [b*n, T]."""
+        att = enc["attention_mask"]
+        pos = (att.long().cumsum(-1) - 1).clamp(min=0)
+        # 1. the prompts once; their KV cache is then copied for the n samples of each
+        out = self.model(input_ids=enc["input_ids"], attention_mask=att, position_ids=pos,
+                         use_cache=True, logits_to_keep=1)  # fmt: skip
+        cache = out.past_key_values
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        att = att.repeat_interleave(n, 0)
+        pos = pos[:, -1:].repeat_interleave(n, 0)
+        logits = out.logits[:, -1].repeat_interleave(n, 0)  # [b*n, V]
+        eos = torch.tensor(self.eos_ids, device=att.device)
+        done = torch.zeros(att.shape[0], dtype=torch.bool, device=att.device)
+        stopper = _StopInResponse(self.tokenizer, stop, 0) if stop else None
+        tokens: list[torch.Tensor] = []
+        token_lp: list[torch.Tensor] = []
+        # 2. one token per step for every row; finished rows get padding
+        for t in range(max_new_tokens):
+            logits = logits.float()
+            if temperature > 0:
+                logits = logits / temperature
+            logp = torch.log_softmax(logits, -1)  # [b*n, V]
+            if temperature > 0:
+                probs = logp.exp()
+                if top_p < 1.0:
+                    probs = _nucleus(probs, top_p)
+                tok = torch.multinomial(probs, 1).squeeze(-1)
+            else:
+                tok = logp.argmax(-1)
+            tok = tok.masked_fill(done, self.pad_id)
+            tokens.append(tok)
+            token_lp.append(logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1).masked_fill(done, 0))
+            done = done | torch.isin(tok, eos)
+            if stopper is not None:
+                done = done | stopper(torch.stack(tokens, 1), None)
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            att = torch.cat([att, att.new_ones(att.shape[0], 1)], 1)
+            pos = pos + 1
+            logits = self.model(input_ids=tok.unsqueeze(-1), attention_mask=att, position_ids=pos,
+                                past_key_values=cache, use_cache=True).logits[:, -1]  # fmt: skip
+        return torch.stack(tokens, 1), torch.stack(token_lp, 1)
+
+    def _generate(
+        self, enc: Any, n: int, temperature: float, top_p: float, max_new_tokens: int,
+        stop: Sequence[str],
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The same through transformers' ``generate``."""
+        # greedy decoding gives n identical copies: decode once (generate refuses
+        # num_return_sequences > 1 without sampling) and repeat
+        copies = n if temperature > 0 else 1
+        out = self.model.generate(
+            **enc,
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None,
+            top_p=top_p if temperature > 0 else None,
+            top_k=0 if temperature > 0 else None,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=copies,
+            return_dict_in_generate=True,
+            output_logits=True,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids,
+            stopping_criteria=(
+                [_StopInResponse(self.tokenizer, stop, enc["input_ids"].shape[1])] if stop else None
+            ),
+        )
+        P = enc["input_ids"].shape[1]
+        resp = out.sequences[:, P:]  # [b*n, T]
+        logits = torch.stack(out.logits, 1).float()  # [b*n, T, V]
+        if temperature > 0:
+            logits = logits / temperature
+        lp = torch.log_softmax(logits, -1).gather(-1, resp.unsqueeze(-1)).squeeze(-1)
+        if copies != n:
+            resp, lp = resp.repeat_interleave(n, 0), lp.repeat_interleave(n, 0)
+        return resp, lp
+
+
+def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero the tail of each row outside the smallest set of tokens whose mass reaches top_p."""
+    sorted_p, order = probs.sort(-1, descending=True)
+    outside = sorted_p.cumsum(-1) - sorted_p >= top_p  # mass before a token already >= top_p
+    sorted_p = sorted_p.masked_fill(outside, 0.0)
+    return torch.zeros_like(probs).scatter(-1, order, sorted_p)

@@ -250,3 +250,33 @@ def test_real_vllm_matches_hf_and_follows_updates(tiny_model_dir, tiny_tokenizer
     vs.update_weights(policy)
     b = vs.generate(PROMPTS, n=1, temperature=0, max_new_tokens=8)
     assert b.texts == hs.generate(PROMPTS, n=1, temperature=0, max_new_tokens=8).texts
+
+
+# -- the reference the vllm sampler is held to: hf's two decoders agree with each other
+
+
+def test_hf_loop_and_generate_decoders_agree(tiny_policy, tiny_tokenizer):
+    tiny_policy.eval()
+    loop = HFSampler(tiny_policy, tiny_tokenizer, decoder="loop")
+    gen = HFSampler(tiny_policy, tiny_tokenizer, decoder="generate")
+    a = loop.generate(PROMPTS, n=2, temperature=0, max_new_tokens=6, stop=["=="])
+    b = gen.generate(PROMPTS, n=2, temperature=0, max_new_tokens=6, stop=["=="])
+    assert a.texts == b.texts and torch.equal(a.finished, b.finished)
+    T = a.response_ids.shape[1]
+    assert torch.equal(a.response_ids, b.response_ids[:, :T])
+    assert torch.equal(a.response_mask, b.response_mask[:, :T])
+    torch.testing.assert_close(a.logprobs, b.logprobs[:, :T], atol=1e-4, rtol=1e-4)
+    # sampling is seeded: the same seed gives the same rollout
+    s1 = loop.generate(PROMPTS, n=3, temperature=1.0, max_new_tokens=6, seed=5)
+    s2 = loop.generate(PROMPTS, n=3, temperature=1.0, max_new_tokens=6, seed=5)
+    assert torch.equal(s1.response_ids, s2.response_ids)
+
+
+def test_nucleus_keeps_the_smallest_set_reaching_top_p():
+    from limr.samplers.hf import _nucleus
+
+    probs = torch.tensor([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
+    # row 0 sorted 0.5, 0.3, 0.2: mass before 0.3 is 0.5 < 0.6 (kept), before 0.2 is 0.8 (cut)
+    # row 1: 0.9 alone reaches 0.6
+    expected = torch.tensor([[0.0, 0.5, 0.3], [0.9, 0.0, 0.0]])
+    torch.testing.assert_close(_nucleus(probs, 0.6), expected)
