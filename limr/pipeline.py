@@ -166,10 +166,9 @@ class Pipeline:
             s = json.loads(summary_path.read_text())
             return {**s, "_summary": f"done before ({s['steps']} steps)"}
         if arm in SUBSET_ARMS and selections[arm]["n_kept"] == 0:
-            raise ConfigError(
-                f"the {ARM_LABELS[arm]} selection kept no prompts; lower its threshold "
-                "(selector.threshold) or train the FULL run longer"
-            )
+            # Nothing to train on (e.g. LINEAR needs two or more epochs of history): the arm is
+            # skipped, and the report says so.
+            return {"skipped": True, "_summary": "skipped: its selection kept no prompts"}
         cfg = self.arm_config(arm, seed, selections)
         resume = (run_dir / "checkpoints").exists()
         s = train(cfg, resume=resume)
@@ -238,7 +237,9 @@ class Pipeline:
         models = [("base", None, base_path)]
         for seed in self.cfg.run.seeds:
             for arm in arms:
-                models.append((arm, seed, str(self.arm_dir(arm, seed) / "final")))
+                final = self.arm_dir(arm, seed) / "final"
+                if final.exists():  # a skipped arm has no model
+                    models.append((arm, seed, str(final)))
         combined: dict[str, Any] = {"benchmarks": list(self.cfg.run.eval_benchmarks), "arms": {}}
         for arm, seed, path in models:
             name = "base" if seed is None else f"{arm}-s{seed}"
@@ -297,6 +298,10 @@ def evaluate_model(cfg: LimrConfig, model_path: str, *, seed: int) -> dict:
     from limr.registry import BENCHMARKS, SAMPLERS, import_plugins
 
     import_plugins(cfg.plugins)
+    if cfg.trainer.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.trainer.num_threads)
     policy, tokenizer = load_policy(model_path, dtype=cfg.model.dtype)
     sampler = SAMPLERS.build(
         "hf", model=policy, tokenizer=tokenizer, batch_size=cfg.eval.batch_size

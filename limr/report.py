@@ -74,6 +74,11 @@ def results_table(
     for arm in ["base", *arms]:
         per_seed = results["arms"].get(arm)
         if not per_seed:
+            if arm in ("lim", "linear", "rand"):
+                empty = ["-"] * (len(header) - 2)
+                lines.append(
+                    f"| {LABELS[arm]} | 0 (skipped: nothing selected) | " + " | ".join(empty) + " |"
+                )
             continue
         runs = list(per_seed.values())
         row = [LABELS[arm], _prompts_used(arm, selections, seeds, root)]

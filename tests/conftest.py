@@ -11,6 +11,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
+# The test models are tiny: one thread is faster than two, and on a busy 2-core machine two
+# threads can make every op wait for a descheduled peer (measured: 40x slower steps).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
