@@ -84,6 +84,9 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
 
     def run(self) -> dict:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # one line per stage instead
         start = time.time()
         self._check_same_config()
         cfg = self.cfg

@@ -245,9 +245,13 @@ def plot_selected_curves(history_dir: Path, selection: dict, metric: str, out: P
             color="#4c72b0",
             alpha=0.25,
             lw=1,
+            marker="o",
+            ms=3,
             label="LIM-selected prompts" if j == 0 else None,
         )
-    ax.plot(epochs, avg.tolist(), color="black", lw=2.5, label="average of all prompts")
+    ax.plot(epochs, avg.tolist(), "o-", color="black", lw=2.5, label="average of all prompts")
+    if metric == "accuracy":
+        ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("epoch of the FULL run")
     ax.set_ylabel(metric)
     ax.set_title(f"Reward curves: {len(shown)} of {len(rows)} selected prompts vs the average")
