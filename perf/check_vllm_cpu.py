@@ -104,6 +104,8 @@ def main() -> int:
     check(ends == sv.finished.tolist(), "a response is finished iff it ends with EOS in the mask")
     short = (sv.response_mask.sum(-1) < 16).tolist()
     check(short == sv.finished.tolist(), "only finished responses are shorter than the limit")
+    distinct = [len(set(sv.texts[8 * i : 8 * i + 8])) for i in range(16)]
+    check(min(distinct) > 1, f"the 8 samples of a prompt differ (distinct texts: {distinct})")
     hv = hs.generate(prompts, n=8, temperature=temp, max_new_tokens=16, seed=3)
     print(f"  finished: vllm {int(sv.finished.sum())}/128, hf {int(hv.finished.sum())}/128")
 
