@@ -16,9 +16,16 @@ median over the steps after the warm-up.
                    AdamW step over the 128 sequences: what no framework can go below
 
 TRL goes in the ``bench`` extra (``pip install -e '.[bench]'``). GRPOTrainer and PPOTrainer live
-in different TRL releases, so the PPO peer can run under another interpreter in the same run:
+in different TRL releases, so the PPO peer can run under another interpreter in the same run
+(that venv needs only torch, transformers and TRL 1.12):
 
-    python perf/bench_step.py --ppo-python /path/to/venv-with-trl-1.12/bin/python
+    python3 -m venv /tmp/venv-trl112
+    /tmp/venv-trl112/bin/pip install torch==2.13.0 'trl==1.12.*'
+    python perf/bench_step.py --ppo-python /tmp/venv-trl112/bin/python
+
+``--threads`` defaults to 2; on a machine whose cores are shared with other work, 2 OpenMP threads
+can wait on each other for a whole time slice per parallel region (steps several times slower
+and erratic), and ``--threads 1`` gives steadier figures for every contender alike.
 
 Run it from the repository root. Figures go to stdout (and to ``--json``); nothing asserts on
 them. A TRL peer that cannot be imported is reported as such, not skipped silently.
@@ -339,6 +346,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=8, help="measured steps (after the warm-up)")
     p.add_argument("--warmup", type=int, default=2, help="steps not measured")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run all contenders this many times (figures: medians)")  # fmt: skip
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--micro-batch", type=int, default=32, help="sequences per forward/backward")
     p.add_argument("--old-logprobs", default="auto", help="limr's ppo.old_logprobs")
@@ -351,18 +360,18 @@ def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quiet = args.json == "-"
     only = args.only.split(",")
-    results: dict[str, Any] = {}
+    rounds: list[dict[str, Any]] = []
 
     def say(msg: str) -> None:
         if not quiet:
             print(msg, flush=True)
 
-    def attempt(name: str, fn: Any) -> None:
+    def attempt(results: dict, name: str, fn: Any, *fn_args: Any) -> None:
         if name not in only:
             return
         say(f"running {name} ...")
         try:
-            results[name] = fn()
+            results[name] = fn(*fn_args)
         except ImportError as err:
             results[name] = {"error": f"not importable here: {err}"}
         say(f"  {name}: {_fmt(results[name])}")
@@ -370,31 +379,61 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         model_dir = make_model_dir(tmp / "model")
-        attempt("floor", lambda: bench_floor(args, model_dir))
-        attempt("ours-grpo", lambda: bench_ours("grpo", args, model_dir, tmp))
-        attempt("ours-ppo", lambda: bench_ours("gae", args, model_dir, tmp))
-        attempt("trl-grpo", lambda: bench_trl_grpo(args, model_dir, tmp, None))
-        attempt("trl-grpo-nogc", lambda: bench_trl_grpo(args, model_dir, tmp, False))
-        if "trl-ppo" in only:
-            if args.ppo_python:
-                say(f"running trl-ppo under {args.ppo_python} ...")
-                results["trl-ppo"] = _run_peer(args.ppo_python, args)
-                say(f"  trl-ppo: {_fmt(results['trl-ppo'])}")
-            else:
-                attempt("trl-ppo", lambda: bench_trl_ppo(args, model_dir, tmp))
+        for k in range(args.rounds):
+            say(f"round {k + 1} of {args.rounds}")
+            r: dict[str, Any] = {}
+            t = tmp / f"round-{k}"
+            t.mkdir()
+            attempt(r, "floor", bench_floor, args, model_dir)
+            attempt(r, "ours-grpo", bench_ours, "grpo", args, model_dir, t)
+            attempt(r, "ours-ppo", bench_ours, "gae", args, model_dir, t)
+            attempt(r, "trl-grpo", bench_trl_grpo, args, model_dir, t, None)
+            attempt(r, "trl-grpo-nogc", bench_trl_grpo, args, model_dir, t, False)
+            if "trl-ppo" in only:
+                if args.ppo_python:
+                    say(f"running trl-ppo under {args.ppo_python} ...")
+                    r["trl-ppo"] = _run_peer(args.ppo_python, args)
+                    say(f"  trl-ppo: {_fmt(r['trl-ppo'])}")
+                else:
+                    attempt(r, "trl-ppo", bench_trl_ppo, args, model_dir, t)
+            rounds.append(r)
+    results = _combine(rounds)
 
     meta = {
         "torch": torch.__version__, "threads": args.threads, "micro_batch": args.micro_batch,
-        "steps": args.steps, "warmup": args.warmup, "old_logprobs": args.old_logprobs,
+        "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
+        "old_logprobs": args.old_logprobs,
     }  # fmt: skip
     if quiet:
         print(json.dumps({**results, "meta": meta}))
         return 0
     print()
-    print(_report(results, meta))
+    print(_report(results, rounds, meta))
     if args.json:
-        Path(args.json).write_text(json.dumps({**results, "meta": meta}, indent=2) + "\n")
+        out = {**results, "rounds": rounds, "meta": meta}
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0
+
+
+def _combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per contender: the median over rounds of its per-round median (and of its stages)."""
+    out: dict[str, Any] = {}
+    for name in rounds[0]:
+        runs = [r[name] for r in rounds if name in r and "error" not in r[name]]
+        if not runs:
+            out[name] = rounds[0][name]
+            continue
+        combined = dict(runs[0])
+        for key in ("median_s", "generate_s", "update_s"):
+            if key in combined:
+                combined[key] = statistics.median(x[key] for x in runs)
+        if "stages_s" in combined:
+            combined["stages_s"] = {
+                k: statistics.median(x["stages_s"][k] for x in runs) for k in combined["stages_s"]
+            }
+        combined["rounds_s"] = [x["median_s"] for x in runs]
+        out[name] = combined
+    return out
 
 
 def _fmt(r: dict) -> str:
@@ -404,18 +443,27 @@ def _fmt(r: dict) -> str:
     return f"{r['median_s']:.3f} s/step{extra}"
 
 
-def _report(results: dict, meta: dict) -> str:
-    def med(name: str) -> float | None:
-        r = results.get(name)
-        return r["median_s"] if r and "error" not in r else None
+def _report(results: dict, rounds: list[dict], meta: dict) -> str:
+    def ratio(a: str, b: str) -> float | None:
+        """Median over rounds of a / b, each round's pair measured minutes apart."""
+        pairs = [
+            r[a]["median_s"] / r[b]["median_s"]
+            for r in rounds
+            if a in r and b in r and "error" not in r[a] and "error" not in r[b]
+        ]
+        return statistics.median(pairs) if pairs else None
 
     lines = [
         f"one RL step, {N_PROMPTS} prompts x {N_SAMPLES} samples x {NEW_TOKENS} new tokens, "
         f"tiny Qwen2 fp32, {meta['threads']} threads, micro-batch {meta['micro_batch']}, "
-        f"median of {meta['steps']} steps after {meta['warmup']} warm-up (torch {meta['torch']})",
+        f"median of {meta['steps']} steps after {meta['warmup']} warm-up, "
+        f"{meta['rounds']} round(s) (torch {meta['torch']})",
     ]
     for name, r in results.items():
-        lines.append(f"  {name:14s} {_fmt(r)}")
+        per_round = ""
+        if len(r.get("rounds_s", [])) > 1:
+            per_round = "  [rounds: " + ", ".join(f"{x:.3f}" for x in r["rounds_s"]) + "]"
+        lines.append(f"  {name:14s} {_fmt(r)}{per_round}")
         if "stages_s" in r:
             st = ", ".join(f"{k} {v:.3f}" for k, v in r["stages_s"].items() if k != "step")
             lines.append(f"  {'':14s}   in-step stages (s): {st}")
@@ -425,21 +473,21 @@ def _report(results: dict, meta: dict) -> str:
             f"  floor = generate {floor['generate_s']:.3f} s + update {floor['update_s']:.3f} s"
         )
     for ours, peer, target in (("ours-grpo", "trl-grpo", 0.6), ("ours-ppo", "trl-ppo", 0.5)):
-        a, b, f = med(ours), med(peer), med("floor")
-        if a is None:
+        if ours not in results or "error" in results[ours]:
             continue
         parts = []
-        if b is not None:
-            verdict = "meets" if a / b <= target else "misses"
-            parts.append(f"{a / b:.2f}x {peer} ({verdict} the {target}x target)")
+        vs_peer, vs_floor = ratio(ours, peer), ratio(ours, "floor")
+        if vs_peer is not None:
+            verdict = "meets" if vs_peer <= target else "misses"
+            parts.append(f"{vs_peer:.2f}x {peer} ({verdict} the {target}x target)")
         else:
             parts.append(f"{peer} not measured")
-        if f is not None:
-            parts.append(f"{a / f:.2f}x the floor")
+        if vs_floor is not None:
+            parts.append(f"{vs_floor:.2f}x the floor")
         lines.append(f"  {ours}: " + "; ".join(parts))
-    b_nogc = med("trl-grpo-nogc")
-    if med("ours-grpo") is not None and b_nogc is not None:
-        lines.append(f"  ours-grpo: {med('ours-grpo') / b_nogc:.2f}x trl-grpo-nogc")
+    nogc = ratio("ours-grpo", "trl-grpo-nogc")
+    if nogc is not None:
+        lines.append(f"  ours-grpo: {nogc:.2f}x trl-grpo-nogc")
     return "\n".join(lines)
 
 

@@ -118,6 +118,8 @@ class HFSampler:
         stop: Sequence[str] = (),
         seed: int | None = None,
     ) -> Rollout:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         if seed is not None:
             torch.manual_seed(seed)
         was_training = self.model.training
