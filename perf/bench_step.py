@@ -110,8 +110,9 @@ def contains_reward(completion: str, answer: str) -> float:
 
 
 def _median_after_warmup(ends: list[float], warmup: int) -> tuple[float, list[float]]:
+    """Median time of the steps after the first ``warmup`` (>= 1: step 1 has no start mark)."""
     periods = [b - a for a, b in zip(ends, ends[1:])]  # periods[k] = time of step k + 2
-    kept = periods[max(0, warmup - 1) :]
+    kept = periods[warmup - 1 :]
     return statistics.median(kept), kept
 
 
@@ -147,7 +148,7 @@ def bench_ours(estimator: str, args: argparse.Namespace, model_dir: Path, tmp: P
         def on_train_batch_end(self, *a: Any, **k: Any) -> None:  # noqa: ARG002
             self.ends.append(time.perf_counter())
 
-    steps = args.warmup + args.steps + 1
+    steps = args.warmup + args.steps
     run = tmp / f"run-{estimator}"
     overrides = {
         "model.name_or_path": str(model_dir),
@@ -220,7 +221,7 @@ def bench_trl_grpo(args: argparse.Namespace, model_dir: Path, tmp: Path, gc: boo
     def reward(prompts: list[str], completions: list[str], **kw: Any) -> list[float]:  # noqa: ARG001
         return [contains_reward(c, answers[p]) for p, c in zip(prompts, completions)]
 
-    steps = args.warmup + args.steps + 1
+    steps = args.warmup + args.steps
     extra = {} if gc is None else {"gradient_checkpointing": gc}
     config = GRPOConfig(
         output_dir=str(tmp / "trl-grpo"), max_steps=steps, seed=SEED, use_cpu=True, bf16=False,
@@ -256,7 +257,7 @@ def bench_trl_ppo(args: argparse.Namespace, model_dir: Path, tmp: Path) -> dict:
 
     tok = make_tokenizer()
     rollouts = N_PROMPTS * N_SAMPLES
-    steps = args.warmup + args.steps + 1
+    steps = args.warmup + args.steps
     config = PPOConfig(
         output_dir=str(tmp / "trl-ppo"), seed=SEED, use_cpu=True, bf16=False,
         per_device_train_batch_size=args.micro_batch,
@@ -356,6 +357,10 @@ def main() -> int:
     p.add_argument("--ppo-python", help="interpreter with TRL <= 1.12 for the TRL PPO peer")
     p.add_argument("--json", help="also write the figures here ('-': stdout, JSON only)")
     args = p.parse_args()
+    if args.warmup < 1 or args.steps < 1:
+        p.error(
+            "--warmup and --steps must be at least 1 (a step's time runs from the previous end)"
+        )
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quiet = args.json == "-"
@@ -479,15 +484,15 @@ def _report(results: dict, rounds: list[dict], meta: dict) -> str:
         vs_peer, vs_floor = ratio(ours, peer), ratio(ours, "floor")
         if vs_peer is not None:
             verdict = "meets" if vs_peer <= target else "misses"
-            parts.append(f"{vs_peer:.2f}x {peer} ({verdict} the {target}x target)")
+            parts.append(f"{vs_peer:.3f}x {peer} ({verdict} the {target}x target)")
         else:
             parts.append(f"{peer} not measured")
         if vs_floor is not None:
-            parts.append(f"{vs_floor:.2f}x the floor")
+            parts.append(f"{vs_floor:.3f}x the floor")
         lines.append(f"  {ours}: " + "; ".join(parts))
     nogc = ratio("ours-grpo", "trl-grpo-nogc")
     if nogc is not None:
-        lines.append(f"  ours-grpo: {nogc:.2f}x trl-grpo-nogc")
+        lines.append(f"  ours-grpo: {nogc:.3f}x trl-grpo-nogc")
     return "\n".join(lines)
 
 
