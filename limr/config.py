@@ -49,9 +49,9 @@ class TinyModelConfig:
     """MLP width."""
     max_position: int = 256
     """Longest prompt + response, in characters (the tokenizer is character level)."""
-    warmup_steps: int = 1000
+    warmup_steps: int = 3000
     """Supervised warm-up steps that give the base policy partial skill."""
-    warmup_batch_size: int = 128
+    warmup_batch_size: int = 64
     """Sequences per warm-up step."""
     warmup_lr: float = 3e-3
     """Peak AdamW learning rate of the warm-up."""

@@ -4,21 +4,26 @@
 Everything is generated from fixed seeds with :class:`random.Random` (never the global RNG), so
 every call on every machine gives the same prompts in the same order.
 
-Levels (each a set of problems the tiny base model finds about equally hard):
+Levels: one or two steps of adding or subtracting, with 1- or 2-digit numbers. Every problem of a
+level has the same shape (a 2-digit start, then numbers of fixed widths): the tiny model finds the
+digits by position, and a level that mixes widths is learned much more slowly.
 
-    1  add, 2-digit + 1- or 2-digit, no carry       "What is 23 plus 45?"
-    2  subtract, no borrow                          "What is 68 minus 25?"
-    3  add with a carry                             "What is 47 plus 38?"
-    4  subtract with a borrow                       "What is 72 minus 38?"
-    5  two steps                                    "What is 47 plus 8 minus 5?"
+    level  shape            example                          problems
+    1      2d +- 1d         "What is 43 plus 8?"             1,440
+    2      2d +- 2d         "What is 43 minus 28?"           ~12,000
+    3      2d +- 1d +- 1d   "What is 43 plus 8 minus 5?"     ~23,000
+    4      2d +- 2d +- 1d   "What is 43 plus 28 minus 5?"    ~250,000
+    5      2d +- 2d +- 2d   "What is 43 plus 28 minus 15?"   ~2,500,000
 
-Splits, drawn per level from one shuffle of every problem of the level, so that no two splits
+Every running total stays positive (no negative numbers anywhere); answers are 1 to 297.
+
+Splits, drawn per level from one random stream of distinct problems, so that no two splits
 share a problem (the numbers, not only the text):
 
     test    100 per level (500), held out for evaluation
     train   300 per level (1,500), the RL pool that LIM scores
-    warmup  the rest, up to 4,000 per level: the supervised warm-up of the tiny base model,
-            so the base has never seen a train or test problem
+    warmup  the next up to 4,000 per level (level 1 has only 1,040 left): the supervised warm-up
+            of the tiny base model, so the base has never seen a train or test problem
 
 Train and test are shuffled across levels (``max_prompts: 64`` still covers every level).
 Every problem ends with :data:`INSTRUCTION`; the gold response is ``\\boxed{ANSWER}``.
@@ -27,7 +32,6 @@ Every problem ends with :data:`INSTRUCTION`; the gold response is ``\\boxed{ANSW
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from functools import cache
 
 from limr.types import Prompt
@@ -47,73 +51,48 @@ WARMUP_PER_LEVEL = 4000
 
 
 Key = tuple[int, ...]
+"""A problem as numbers: (a, op, b) or (a, op, b, op, c) with op = +1 (plus) or -1 (minus)."""
 
-
-def _digits(n: int) -> tuple[int, int]:
-    """(tens, units) of a number below 100."""
-    return n // 10, n % 10
-
-
-def _add_no_carry() -> list[Key]:
-    return [
-        (a, b)
-        for a in range(10, 100)
-        for b in range(1, 100)
-        if _digits(a)[1] + _digits(b)[1] <= 9 and _digits(a)[0] + _digits(b)[0] <= 9
-    ]
-
-
-def _sub_no_borrow() -> list[Key]:
-    return [
-        (a, b)
-        for a in range(10, 100)
-        for b in range(1, a)
-        if _digits(a)[1] >= _digits(b)[1] and _digits(a)[0] >= _digits(b)[0]
-    ]
-
-
-def _add_carry() -> list[Key]:
-    return [(a, b) for a in range(10, 100) for b in range(2, 100) if a % 10 + b % 10 >= 10]
-
-
-def _sub_borrow() -> list[Key]:
-    return [(a, b) for a in range(10, 100) for b in range(2, a) if a % 10 < b % 10]
-
-
-def _two_steps() -> list[Key]:
-    # a + b - c with a 2-digit start and 1-digit changes: one possible carry, one possible borrow.
-    return [(a, b, c) for a in range(10, 100) for b in range(2, 10) for c in range(2, 10)]
-
-
-_SPACES: dict[int, Callable[[], list[Key]]] = {
-    1: _add_no_carry,
-    2: _sub_no_borrow,
-    3: _add_carry,
-    4: _sub_borrow,
-    5: _two_steps,
+SHAPES: dict[int, tuple[int, ...]] = {
+    1: (2, 1),
+    2: (2, 2),
+    3: (2, 1, 1),
+    4: (2, 2, 1),
+    5: (2, 2, 2),
 }
+"""Digits of each number of a level's problems."""
+
+_RANGES = {1: (2, 9), 2: (10, 99)}  # 1-digit numbers skip 0 and 1: nothing to compute
 
 
-def answer_of(level: int, key: Key) -> int:
-    """The gold answer of a problem given by its level and numbers."""
-    if level in (1, 3):
-        return key[0] + key[1]
-    if level in (2, 4):
-        return key[0] - key[1]
-    if level == 5:
-        return key[0] + key[1] - key[2]
-    raise ValueError(f"unknown level {level}; valid: {', '.join(map(str, LEVELS))}")
+def _draw(level: int, rng: random.Random) -> Key | None:
+    """A random problem of the level, or None when a running total would drop below 1."""
+    widths = SHAPES[level]
+    key = [rng.randint(*_RANGES[widths[0]])]
+    total = key[0]
+    for width in widths[1:]:
+        op, value = rng.choice((1, -1)), rng.randint(*_RANGES[width])
+        total += op * value
+        if total < 1:
+            return None
+        key += [op, value]
+    return tuple(key)
 
 
-def question_of(level: int, key: Key) -> str:
+def answer_of(key: Key) -> int:
+    """The gold answer of a problem."""
+    total = key[0]
+    for i in range(1, len(key), 2):
+        total += key[i] * key[i + 1]
+    return total
+
+
+def question_of(key: Key) -> str:
     """The question in words, without :data:`INSTRUCTION`."""
-    if level in (1, 3):
-        return f"What is {key[0]} plus {key[1]}?"
-    if level in (2, 4):
-        return f"What is {key[0]} minus {key[1]}?"
-    if level == 5:
-        return f"What is {key[0]} plus {key[1]} minus {key[2]}?"
-    raise ValueError(f"unknown level {level}; valid: {', '.join(map(str, LEVELS))}")
+    words = [f"What is {key[0]}"]
+    for i in range(1, len(key), 2):
+        words.append(f"{'plus' if key[i] > 0 else 'minus'} {key[i + 1]}")
+    return " ".join(words) + "?"
 
 
 def response_for(prompt: Prompt) -> str:
@@ -128,15 +107,22 @@ def prompt_template(question: str) -> str:
 
 @cache
 def _level_splits(level: int) -> dict[str, tuple[Key, ...]]:
-    keys = _SPACES[level]()
-    random.Random(SEED * 10 + level).shuffle(keys)
+    rng = random.Random(SEED * 10 + level)
+    wanted = TEST_PER_LEVEL + TRAIN_PER_LEVEL + WARMUP_PER_LEVEL
+    keys: list[Key] = []
+    seen: set[Key] = set()
+    for _ in range(20 * wanted):  # enough draws to exhaust level 1 (1,440 problems)
+        key = _draw(level, rng)
+        if key is not None and key not in seen:
+            seen.add(key)
+            keys.append(key)
+            if len(keys) == wanted:
+                break
     n_test, n_train = TEST_PER_LEVEL, TRAIN_PER_LEVEL
-    if len(keys) < n_test + n_train + 100:
-        raise AssertionError(f"level {level} has only {len(keys)} problems")
     return {
         "test": tuple(keys[:n_test]),
         "train": tuple(keys[n_test : n_test + n_train]),
-        "warmup": tuple(keys[n_test + n_train : n_test + n_train + WARMUP_PER_LEVEL]),
+        "warmup": tuple(keys[n_test + n_train :]),
     }
 
 
@@ -147,13 +133,13 @@ def _build(split: str) -> tuple[Prompt, ...]:
     rng.shuffle(items)
     prompts = []
     for index, (level, key) in enumerate(items):
-        question = question_of(level, key)
+        question = question_of(key)
         prompts.append(
             Prompt(
                 id=f"arith-{split}-{index:05d}",
                 problem=prompt_template(question),
-                answer=str(answer_of(level, key)),
-                extra={"level": level, "numbers": list(key), "question": question},
+                answer=str(answer_of(key)),
+                extra={"level": level, "numbers": list(key[::2]), "question": question},
             )
         )
     return tuple(prompts)
@@ -165,7 +151,7 @@ def load(name: str, split: str) -> list[Prompt]:
     Args:
         name: the task; only ``arith``.
         split: ``train`` (1,500 prompts, the RL pool), ``test`` (500, held out) or ``warmup``
-            (up to 20,000, for the supervised warm-up of the tiny base model).
+            (17,040, for the supervised warm-up of the tiny base model).
     Returns:
         Prompts with ids ``arith-<split>-NNNNN``, ``extra = {"level", "numbers", "question"}``
         and answers as plain integer strings; the same list on every call.
