@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+
 from limr.config import ConfigError, LimrConfig, to_yaml
 
 SUBSET_ARMS = ("lim", "linear", "rand")
@@ -174,7 +176,10 @@ class Pipeline:
             return {"skipped": True, "_summary": "skipped: its selection kept no prompts"}
         cfg = self.arm_config(arm, seed, selections)
         resume = (run_dir / "checkpoints").exists()
-        s = train(cfg, resume=resume)
+        callbacks = []
+        if cfg.eval.every_steps > 0:
+            callbacks.append(HeldoutEval(cfg, run_dir / "heldout.jsonl", seed=seed))
+        s = train(cfg, resume=resume, callbacks=callbacks)
         last = s.get("metric_last", {})
         acc = last.get("train/correct_rate")
         acc_txt = f", last train accuracy {acc:.2f}" if acc is not None else ""
@@ -266,6 +271,49 @@ class Pipeline:
         return combined
 
 
+class HeldoutEval(L.Callback):
+    """Evaluate the policy on ``run.eval_benchmarks`` every ``eval.every_steps`` RL steps (and
+    before the first) and append ``{"step", "<bench>": accuracy}`` lines to a JSONL file: the
+    report's held-out accuracy-versus-step curves."""
+
+    def __init__(self, cfg: LimrConfig, path: Path, *, seed: int) -> None:
+        self.cfg = cfg
+        self.path = path
+        self.seed = seed
+
+    def _evaluate(self, trainer: L.Trainer, module: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        result = evaluate_policy(
+            self.cfg, module.policy, module.tokenizer, seed=self.seed, progress=False
+        )
+        line = {"step": module.rl_step}
+        line.update({b: r["accuracy"] for b, r in summarise_eval(result).items()})
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def on_train_start(self, trainer: L.Trainer, module: Any) -> None:
+        if module.rl_step == 0:
+            self._evaluate(trainer, module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ARG002
+        step = module.rl_step
+        if step % self.cfg.eval.every_steps == 0 or step >= module.total_steps():
+            self._evaluate(trainer, module)
+
+
+def read_heldout(path: Path) -> list[dict]:
+    """The held-out curve of one arm; a step evaluated twice (a resumed run) keeps its last line."""
+    if not path.exists():
+        return []
+    by_step: dict[int, dict] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_step[int(row["step"])] = row
+    return [by_step[s] for s in sorted(by_step)]
+
+
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -295,17 +343,23 @@ def fit_batch_to_subset(cfg: LimrConfig, n_prompts: int) -> None:
 
 def evaluate_model(cfg: LimrConfig, model_path: str, *, seed: int) -> dict:
     """Evaluate one model folder on ``run.eval_benchmarks`` with ``limr eval``'s runner."""
-    from limr.benchmarks.evaluate import evaluate
     from limr.models import load_policy
-    from limr.prompts import format_prompt
-    from limr.registry import BENCHMARKS, SAMPLERS, import_plugins
 
-    import_plugins(cfg.plugins)
     if cfg.trainer.num_threads:
         import torch
 
         torch.set_num_threads(cfg.trainer.num_threads)
     policy, tokenizer = load_policy(model_path, dtype=cfg.model.dtype)
+    return evaluate_policy(cfg, policy, tokenizer, seed=seed, progress=cfg.trainer.progress)
+
+
+def evaluate_policy(cfg: LimrConfig, policy, tokenizer, *, seed: int, progress: bool) -> dict:
+    """Evaluate a loaded policy on ``run.eval_benchmarks`` (greedy etc. per benchmark protocol)."""
+    from limr.benchmarks.evaluate import evaluate
+    from limr.prompts import format_prompt
+    from limr.registry import BENCHMARKS, SAMPLERS, import_plugins
+
+    import_plugins(cfg.plugins)
     sampler = SAMPLERS.build(
         "hf", model=policy, tokenizer=tokenizer, batch_size=cfg.eval.batch_size
     )
@@ -332,7 +386,7 @@ def evaluate_model(cfg: LimrConfig, model_path: str, *, seed: int) -> dict:
         batch_size=e.batch_size,
         max_problems=e.max_problems,
         seed=seed,
-        progress=cfg.trainer.progress,
+        progress=progress,
     )
 
 

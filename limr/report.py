@@ -174,6 +174,44 @@ def plot_training_curves(root: Path, arms: list[str], seeds: list[int], out: Pat
     return out
 
 
+def plot_heldout_curves(
+    root: Path, arms: list[str], seeds: list[int], bench: str, out: Path
+) -> Path | None:
+    """Held-out accuracy versus RL step per arm (``heldout.jsonl`` of each arm), or None."""
+    from limr.pipeline import read_heldout
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    drawn = False
+    for arm in arms:
+        for j, s in enumerate(seeds):
+            rows = read_heldout(root / "arms" / f"{arm}-s{s}" / "heldout.jsonl")
+            rows = [r for r in rows if bench in r]
+            if not rows:
+                continue
+            drawn = True
+            ax.plot(
+                [r["step"] for r in rows],
+                [100 * r[bench] for r in rows],
+                "o-",
+                ms=3,
+                label=LABELS[arm] if j == 0 else None,
+                alpha=1.0 if j == 0 else 0.4,
+            )
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("RL step")
+    ax.set_ylabel(f"{bench} accuracy (%)")
+    ax.set_title("Held-out accuracy versus step")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def plot_heldout(results: dict, arms: list[str], out: Path) -> Path:
     plt = _plt()
     bench = results["benchmarks"][0]
@@ -308,10 +346,15 @@ def write_report(
     lim = selections[seed0]["lim"]
     figs: list[tuple[str, Path]] = []
     figs.append(("Held-out accuracy per arm", plot_heldout(results, arms, plots / "heldout.png")))
+    curve = plot_heldout_curves(
+        root, arms, seeds, results["benchmarks"][0], plots / "accuracy_vs_step.png"
+    )
+    if curve is not None:
+        figs.append(("Held-out accuracy versus step", curve))
     figs.append(
         (
             "Training accuracy versus step",
-            plot_training_curves(root, arms, seeds, plots / "accuracy_vs_step.png"),
+            plot_training_curves(root, arms, seeds, plots / "train_accuracy_vs_step.png"),
         )
     )
     figs.append(("LIM score histogram", plot_lim_histogram(lim, plots / "lim_histogram.png")))

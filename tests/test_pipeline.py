@@ -57,7 +57,14 @@ def test_quick_run_end_to_end_and_rerun_skips_stages(tmp_path, capsys):
         seed_key = "-" if arm == "base" else str(cfg.run.seeds[0])
         acc = results["arms"][arm][seed_key][bench]["accuracy"]
         assert f"{100 * acc:.1f}" in row.group(1)
-    for png in ("heldout.png", "accuracy_vs_step.png", "lim_histogram.png", "lim_curves.png"):
+    pngs = (
+        "heldout.png",
+        "accuracy_vs_step.png",
+        "train_accuracy_vs_step.png",
+        "lim_histogram.png",
+        "lim_curves.png",
+    )
+    for png in pngs:
         assert (run_dir / "plots" / png).stat().st_size > 1000
         assert f"plots/{png}" in report
     # per-problem evaluation records exist for every arm
