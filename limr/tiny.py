@@ -520,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     build = sub.add_parser("build", help="warm up a tiny base and write it with figures.json")
     build.add_argument("--out", type=Path, default=SHIPPED_DIR)
     build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--threads", type=int, default=2, help="torch threads (timings: 2)")
+    build.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest here)")
     build.add_argument("--steps", type=int, default=None, help="override warmup_steps")
     build.add_argument(
         "--eval-every", type=int, default=0, help="print test figures (250 prompts) every N steps"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 
 import pytest
@@ -111,3 +112,28 @@ def test_ensure_base_warms_up_once_and_caches(tmp_path):
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not rebuilt
     model = AutoModelForCausalLM.from_pretrained(path)
     assert model.config.hidden_size == 16
+
+
+def test_ensure_base_returns_the_shipped_folder_for_the_default(tmp_path):
+    assert tiny.ensure_base(tmp_path, **asdict(TinyModelConfig())) == tiny.SHIPPED_DIR
+    assert not any(tmp_path.iterdir())  # nothing warmed up, nothing written
+
+
+def test_shipped_base_loads_and_answers(tokenizer):
+    folder = tiny.SHIPPED_DIR
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    assert size < 2_000_000
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    loaded = AutoTokenizer.from_pretrained(folder)
+    assert loaded(TEXT)["input_ids"] == tokenizer(TEXT)["input_ids"]
+    assert loaded.decode(tokenizer(TEXT)["input_ids"]) == TEXT
+    assert model.config.vocab_size == len(loaded) and model.config.tie_word_embeddings
+    config = json.loads((folder / tiny.TINY_CONFIG_FILE).read_text())
+    assert config == {"format_version": tiny.FORMAT_VERSION, **asdict(TinyModelConfig())}
+    figures = json.loads((folder / tiny.FIGURES_FILE).read_text())
+    assert set(figures["test"]["greedy"]) == {"1", "2", "3", "4", "5"}
+    # the base answers easy prompts in the rewarded format: \boxed{...} and then EOS
+    easy = [p for p in task.load("arith", "test") if p.extra["level"] == 1][:16]
+    texts, finished = tiny.generate(model, loaded, [p.problem for p in easy], max_new_tokens=13)
+    assert sum(finished) >= 12 and all(t.startswith("\\boxed{") for t in texts)
+    assert sum(tiny.is_correct(t, f, p.answer) for t, f, p in zip(texts, finished, easy)) >= 4
