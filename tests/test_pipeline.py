@@ -32,9 +32,6 @@ def test_nearby_counts():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (ROOT / "limr/data/tiny_base/config.json").exists(), reason="tiny base not shipped yet"
-)
 def test_quick_run_end_to_end_and_rerun_skips_stages(tmp_path, capsys):
     run_dir = tmp_path / "quick"
     args = ["run", str(ROOT / "configs/quick.yaml"), f"run.run_dir={run_dir}",
