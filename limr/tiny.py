@@ -236,7 +236,8 @@ def warmup(
     """
     from tqdm.auto import tqdm
 
-    pool = [p for p in prompts if levels is None or p.extra.get("level") in set(levels)]
+    wanted = None if levels is None else set(levels)
+    pool = [p for p in prompts if wanted is None or p.extra.get("level") in wanted]
     if not pool:
         raise ValueError(f"no warm-up prompts at levels {list(levels or [])}")
     examples = _encode_examples(tokenizer, pool)
@@ -479,6 +480,9 @@ def _save(model, tokenizer, out: Path, config: dict[str, Any], figures: dict[str
 
 
 def _read_config(folder: Path) -> dict[str, Any] | None:
+    """The tiny config of a complete model folder (None when absent or incomplete)."""
+    if not (folder / "model.safetensors").is_file():  # e.g. installed without package data
+        return None
     try:
         return json.loads((folder / TINY_CONFIG_FILE).read_text())
     except (OSError, json.JSONDecodeError):

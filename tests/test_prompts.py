@@ -108,8 +108,6 @@ def test_data_cli(tmp_path, capsys):
     assert main(["data", "check", "shipped:aime24"]) == 0
 
 
-
-
 def test_empty_answers_are_kept_and_warned_about(capsys):
     # Two shipped MATH training records have an empty gold answer (as in the paper's data).
     prompts = load_prompts("shipped:math_train")
