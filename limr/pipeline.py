@@ -200,10 +200,14 @@ class Pipeline:
         history = RewardHistory.load(self.arm_dir("full", seed) / "history")
         sc = self.cfg.selector
         result: dict[str, Any] = {}
-        lim = SELECTORS.build("lim", threshold=sc.threshold, metric=sc.metric, seed=seed).select(
+        # selector.size (top N) applies to LIM and LINEAR alike; otherwise each uses its
+        # threshold (LIM: selector.threshold or 0.6; LINEAR: its own 0.7)
+        lim = SELECTORS.build(
+            "lim", threshold=sc.threshold, size=sc.size, metric=sc.metric, seed=seed
+        ).select(history)
+        linear = SELECTORS.build("linear", size=sc.size, metric=sc.metric, seed=seed).select(
             history
         )
-        linear = SELECTORS.build("linear", metric=sc.metric, seed=seed).select(history)
         rand = SELECTORS.build("rand", size=len(lim.kept_ids), seed=seed).select(history)
         for name, sel in (("lim", lim), ("linear", linear), ("rand", rand)):
             path = out_dir / f"{name}-s{seed}.jsonl"
@@ -232,7 +236,7 @@ class Pipeline:
         _write_json(done, result)
         summary = (
             f"{result['epochs']} epochs of history; LIM kept {result['lim']['n_kept']} of "
-            f"{result['lim']['n_scored']} (theta {lim.threshold}), LINEAR "
+            f"{result['lim']['n_scored']} ({_cut(lim)}), LINEAR "
             f"{result['linear']['n_kept']}, RAND {result['rand']['n_kept']}"
         )
         return {**result, "_summary": summary}
@@ -312,6 +316,10 @@ def read_heldout(path: Path) -> list[dict]:
             row = json.loads(line)
             by_step[int(row["step"])] = row
     return [by_step[s] for s in sorted(by_step)]
+
+
+def _cut(sel: Any) -> str:
+    return f"theta {sel.threshold}" if sel.threshold is not None else f"top {sel.info['size']}"
 
 
 def _finite(x: float) -> float | None:

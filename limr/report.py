@@ -121,6 +121,12 @@ def _prompts_used(arm: str, selections: dict, seeds: list[int], root: Path) -> s
     return f"dynamic {min(sizes)}-{max(sizes)}" if sizes else "dynamic"
 
 
+def _cut_text(sel: dict) -> str:
+    if sel.get("threshold") is not None:
+        return f"theta >= {sel['threshold']}"
+    return f"the top {sel['info'].get('size')} by score"
+
+
 def verdict(overall: dict[str, float], seeds: list[int]) -> str:
     """Plain sentences comparing LIM with RAND, LINEAR and FULL (no spin)."""
 
@@ -381,10 +387,10 @@ def write_report(
         li = sel["lim"]
         sel_lines.append(
             f"- seed {s}: {sel['epochs']} epochs of history over {sel['n_prompts']} prompts. "
-            f"LIM (metric {cfg.selector.metric}, theta >= {li['threshold']}) kept "
+            f"LIM (metric {cfg.selector.metric}, {_cut_text(li)}) kept "
             f"**{li['n_kept']}** of {li['n_scored']} scored "
             f"({li['info'].get('never_solved_kept', 0)} of them never solved in the FULL run); "
-            f"LINEAR kept {sel['linear']['n_kept']} (theta >= {sel['linear']['threshold']}); "
+            f"LINEAR kept {sel['linear']['n_kept']} ({_cut_text(sel['linear'])}); "
             f"RAND drew {sel['rand']['n_kept']}."
         )
         sel_lines.append(
