@@ -264,7 +264,8 @@ def train(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=build_strategy(cfg), precision=t.precision,
         max_epochs=-1, max_steps=-1, logger=TensorBoardLogger(str(run_dir), name="tb", version=""),
-        callbacks=[*(callbacks or []), checkpoint], enable_checkpointing=False,
+        callbacks=[*(callbacks or []), checkpoint, *_progress_bar(t.progress)],
+        enable_checkpointing=False,
         log_every_n_steps=t.log_every,
         enable_progress_bar=t.progress, enable_model_summary=False, num_sanity_val_steps=0,
         use_distributed_sampler=False,
@@ -362,6 +363,22 @@ def _gathered(model: torch.nn.Module) -> Any:
     import deepspeed
 
     return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+
+def _progress_bar(enabled: bool) -> list[L.Callback]:
+    """A bar that says "RL steps" (Lightning's would say "Epoch 0/-2": its epochs are not ours)."""
+    if not enabled:
+        return []
+    try:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        class RLProgressBar(RichProgressBar):
+            def _get_train_description(self, current_epoch: int) -> str:  # noqa: ARG002
+                return "RL steps"
+
+        return [RLProgressBar()]
+    except (ImportError, ModuleNotFoundError):  # no rich: Lightning's default bar
+        return []
 
 
 def _last_metrics(path: Path) -> dict:
