@@ -16,7 +16,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["limr", "limr.*"]),
     # The shipped datasets (MATH train, MATH500, AIME24, AMC23) travel with their LICENSE files.
-    package_data={"limr": ["data/**/*.jsonl", "data/**/LICENSE", "data/**/*.json"]},
+    package_data={
+        "limr": ["data/**/*.jsonl", "data/**/LICENSE", "data/**/*.json", "data/**/*.safetensors"]
+    },
     include_package_data=True,
     install_requires=[
         # torch: the CPU wheel 2.13.0 must satisfy this range (install with torch==2.13.0 named,
