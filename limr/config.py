@@ -49,7 +49,7 @@ class TinyModelConfig:
     """MLP width."""
     max_position: int = 256
     """Longest prompt + response, in characters (the tokenizer is character level)."""
-    warmup_steps: int = 3000
+    warmup_steps: int = 3500
     """Supervised warm-up steps that give the base policy partial skill."""
     warmup_batch_size: int = 64
     """Sequences per warm-up step."""
@@ -57,6 +57,9 @@ class TinyModelConfig:
     """Peak AdamW learning rate of the warm-up."""
     warmup_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     """Difficulty levels shown during the warm-up."""
+    warmup_unfinished_fraction: float = 0.5
+    """Fraction of warm-up targets that go on after the boxed answer (the instruction, echoed)
+    instead of ending: a base that often does not finish, as the paper's R1-Zero-style bases."""
 
 
 @dataclass
@@ -105,6 +108,9 @@ class DataConfig:
     """Use only the first N prompts (after the subset filter); None = all."""
     subset: str | None = None
     """A JSONL file of ids (``{"id": ...}`` lines, e.g. from ``limr select``) to train on."""
+    levels: list[int] | None = None
+    """Train only on prompts of these difficulty levels (their ``level`` field; the paper used
+    MATH levels 3-5); None = all. Applied before ``subset`` and ``max_prompts``."""
     max_prompt_tokens: int = 1024
     """Longer prompts are an error (named by id), not silently cut."""
 
@@ -224,6 +230,14 @@ class SelectorConfig:
 
     def __post_init__(self) -> None:
         _check_choice("selector", "metric", self.metric, ("accuracy", "reward"))
+        if self.threshold is not None and self.size is not None:
+            raise ConfigError(
+                f"selector.threshold ({self.threshold}) and selector.size ({self.size}): give one "
+                "of them, not both (threshold keeps the prompts scoring at least it, size the top "
+                "N); set the other to null"
+            )
+        if self.size is not None and self.size < 1:
+            raise ConfigError(f"selector.size: must be at least 1, got {self.size}")
 
 
 @dataclass
@@ -272,6 +286,9 @@ class EvalConfig:
     """Evaluate only the first N problems of each benchmark (quick checks)."""
     every_steps: int = 0
     """Evaluate during training every this many steps; 0 = only at the end."""
+    curve_max_problems: int | None = None
+    """Problems of each benchmark in those evaluations during training (the held-out curve);
+    None = as ``max_problems``. The final evaluation always uses ``max_problems``."""
 
 
 @dataclass
@@ -330,6 +347,22 @@ class RunConfig:
     """RL steps of each subset arm; None = the same as the FULL run."""
     eval_benchmarks: list[str] = field(default_factory=lambda: ["arith"])
     """Benchmarks of the pipeline's evaluation."""
+    workers: int | None = None
+    """Worker processes that train and evaluate the arms concurrently (logs in run_dir/logs/);
+    1 = everything in the ``limr run`` process, one arm after the other. None = one per CPU core
+    (``os.sched_getaffinity``) divided by ``trainer.num_threads`` when training on the CPU with
+    one process per arm, else 1. Results do not depend on it (each arm has its own seed)."""
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(
+                f"run.workers: must be at least 1 (or null: one per CPU core), got {self.workers}"
+            )
+        if not self.seeds:
+            raise ConfigError("run.seeds: give at least one seed")
+        dupes = sorted({s for s in self.seeds if list(self.seeds).count(s) > 1})
+        if dupes:
+            raise ConfigError(f"run.seeds: {dupes} given more than once")
 
 
 @dataclass
@@ -491,3 +524,43 @@ def as_dict(obj: Any) -> dict[str, Any]:
     """A stage dataclass as flat keyword arguments for a builder."""
     assert is_dataclass(obj)
     return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+def check_selector(cfg: LimrConfig) -> None:
+    """Fail, naming the key, when ``selector`` names no registered offline selector or its
+    ``threshold`` / ``size`` / ``kwargs`` do not fit it (building it is how that is checked).
+
+    Not part of :func:`load_config`: ``plugins`` must be imported first, which this does; ``limr
+    run`` calls it before any training, so that a bad selector fails before the FULL run.
+    """
+    from limr.registry import SELECTORS, RegistryError, import_plugins
+
+    import_plugins(cfg.plugins)
+    sc = cfg.selector
+    try:
+        cls = SELECTORS.get(sc.name)
+    except RegistryError as err:
+        raise ConfigError(f"selector.name: {err}") from None
+    kind = getattr(cls, "kind", "offline")
+    if kind != "offline":
+        offline = [
+            n for n in SELECTORS.names() if getattr(SELECTORS.get(n), "kind", "") == "offline"
+        ]
+        raise ConfigError(
+            f"selector.name: {sc.name!r} is a{'n' if kind[0] in 'aeiou' else ''} {kind} selector, "
+            f"not one that selects from a reward history; offline selectors: {', '.join(offline)}"
+        )
+    try:
+        SELECTORS.build(
+            sc.name,
+            threshold=sc.threshold,
+            size=sc.size,
+            metric=sc.metric,
+            seed=cfg.run.seed,
+            **dict(sc.kwargs),
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"selector: {sc.name!r} cannot be built from selector.threshold={sc.threshold}, "
+            f"selector.size={sc.size}, selector.kwargs={dict(sc.kwargs)}: {err}"
+        ) from None

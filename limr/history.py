@@ -11,10 +11,12 @@ On disk a history is a folder holding ``rewards.log``, an append-only binary log
     frame  = FRAME_MAGIC (4 bytes) | payload length (uint64) | crc32 of payload (uint32) | payload
     payload= header length (uint32) | header JSON | idx uint32[M] | n uint32[M]
              | n_correct uint32[M] | reward_sum float64[M] | [length_sum float64[M]]
-    header = {"step", "epoch", "id_base", "new_ids", "m", "has_length"}
+    header = {"step", "epoch", "id_base", "new_ids", "m", "has_length"[, "epoch_steps"]}
 
 One frame holds the cells of one (step, epoch): the prompts (by index) rolled out in that step and
 their sums. ``new_ids`` declares prompt ids the first time they appear, so the log stays compact.
+``epoch_steps`` (optional, written by the trainer) is how many steps the frame's epoch has: it
+tells a whole epoch from one that a stopped run left partly recorded (see :func:`whole_epochs`).
 :meth:`RewardHistory.commit` appends frames with ``fsync``; a process killed at any moment leaves a
 readable file: a torn last frame (short, or failing its checksum, at the end of the file) is
 ignored and cut off when the history is reopened, while damage before the end raises
@@ -64,6 +66,8 @@ class HistoryArrays:
         n_correct: [I, E] int64 correct rollouts.
         reward_sum: [I, E] float64 sum of rewards.
         length_sum: [I, E] float64 sum of response lengths, or None when not recorded.
+        last_epoch_complete: whether the last epoch is whole (True / False), None when unknown
+            (then it counts as whole); the epochs before it always are.
     """
 
     ids: list[str]
@@ -71,10 +75,15 @@ class HistoryArrays:
     n_correct: torch.Tensor
     reward_sum: torch.Tensor
     length_sum: torch.Tensor | None = None
+    last_epoch_complete: bool | None = None
 
     @property
     def num_epochs(self) -> int:
         return int(self.n.shape[1])
+
+    def epoch_complete(self, epoch: int) -> bool | None:
+        """Whether ``epoch`` is whole: True before the last one, ``last_epoch_complete`` for it."""
+        return True if epoch < self.num_epochs - 1 else self.last_epoch_complete
 
     def epoch_mean_accuracy(self, epoch: int) -> float:
         return _mean(self.n_correct[:, epoch].sum(), self.n[:, epoch].sum())
@@ -95,13 +104,17 @@ def _mean(total: Any, count: Any) -> float:
 def _head(h: Any, epochs: int) -> HistoryArrays:
     if epochs < 1:
         raise HistoryError(f"max_epochs must be at least 1, got {epochs}")
-    ls = h.length_sum
+    ls = getattr(h, "length_sum", None)
+    num_e = int(h.n.shape[1])
+    # a cut before the last epoch ends on a whole epoch (a later one was begun after it)
+    last = True if epochs < num_e else epoch_complete(h, num_e - 1)
     return HistoryArrays(
         ids=list(h.ids),
         n=h.n[:, :epochs],
         n_correct=h.n_correct[:, :epochs],
         reward_sum=h.reward_sum[:, :epochs],
         length_sum=None if ls is None else ls[:, :epochs],
+        last_epoch_complete=last,
     )
 
 
@@ -116,6 +129,7 @@ class _Block:
     n_correct: np.ndarray  # [M] int64
     reward_sum: np.ndarray  # [M] float64
     length_sum: np.ndarray | None  # [M] float64
+    epoch_steps: int | None = None  # steps of this block's epoch (written by the trainer)
 
 
 def _aggregate(idx: np.ndarray, correct, rewards, lengths) -> tuple[np.ndarray, ...]:
@@ -149,7 +163,13 @@ def _merge(blocks: list[_Block]) -> _Block:
         n_correct=np.rint(total("n_correct")).astype(np.int64),
         reward_sum=total("reward_sum"),
         length_sum=total("length_sum") if has_len else None,
+        epoch_steps=_max_known(b.epoch_steps for b in blocks),
     )
+
+
+def _max_known(values: Any) -> int | None:
+    known = [int(v) for v in values if v is not None]
+    return max(known) if known else None
 
 
 def _to_numpy(x: Any, dtype: Any) -> np.ndarray:
@@ -202,6 +222,7 @@ class RewardHistory:
         correct: torch.Tensor,
         rewards: torch.Tensor,
         lengths: torch.Tensor | None = None,
+        epoch_steps: int | None = None,
     ) -> None:
         """Add one training step's N rollouts (``ids`` repeats a prompt's id for each sample).
 
@@ -212,6 +233,9 @@ class RewardHistory:
             correct: [N] bool, True where the final answer was right.
             rewards: [N] float rewards.
             lengths: [N] response lengths (tokens), optional.
+            epoch_steps: how many steps ``epoch`` has in all (the trainer knows it), optional:
+                with it, an epoch that a stopped run left partly recorded is told from a whole
+                one exactly (:meth:`epoch_complete`).
         """
         if self._committed_step is not None and step <= self._committed_step:
             raise HistoryError(
@@ -220,6 +244,8 @@ class RewardHistory:
             )
         if epoch < 0:
             raise HistoryError(f"epoch must be >= 0, got {epoch}")
+        if epoch_steps is not None and epoch_steps < 1:
+            raise HistoryError(f"epoch_steps must be >= 1, got {epoch_steps}")
         correct_np = _to_numpy(correct, np.float64)
         rewards_np = _to_numpy(rewards, np.float64)
         lengths_np = None if lengths is None else _to_numpy(lengths, np.float64)
@@ -240,10 +266,13 @@ class RewardHistory:
                     index[pid] = len(self._ids)
                     self._ids.append(pid)
             idx = np.fromiter((index[i] for i in ids), dtype=np.int64, count=len(ids))
-        self._add_block(step, epoch, *_aggregate(idx, correct_np, rewards_np, lengths_np))
+        self._add_block(
+            step, epoch, *_aggregate(idx, correct_np, rewards_np, lengths_np), epoch_steps
+        )
 
-    def _add_block(self, step, epoch, idx, n, nc, rs, ls) -> None:
-        self._blocks.append(_Block(int(step), int(epoch), idx, n, nc, rs, ls))
+    def _add_block(self, step, epoch, idx, n, nc, rs, ls, epoch_steps=None) -> None:
+        es = None if epoch_steps is None else int(epoch_steps)
+        self._blocks.append(_Block(int(step), int(epoch), idx, n, nc, rs, ls, es))
         tot = self._epoch_totals.setdefault(int(epoch), [0.0, 0.0, 0.0])
         tot[0] += float(n.sum())
         tot[1] += float(nc.sum())
@@ -335,17 +364,17 @@ class RewardHistory:
         base = self._ids_on_disk
         new_ids = self._ids[base:top] if top > base else []
         self._ids_on_disk = max(base, top)
-        header = json.dumps(
-            {
-                "step": b.step,
-                "epoch": b.epoch,
-                "id_base": base,
-                "new_ids": new_ids,
-                "m": len(b.idx),
-                "has_length": b.length_sum is not None,
-            },
-            ensure_ascii=False,
-        ).encode("utf-8")
+        fields: dict[str, Any] = {
+            "step": b.step,
+            "epoch": b.epoch,
+            "id_base": base,
+            "new_ids": new_ids,
+            "m": len(b.idx),
+            "has_length": b.length_sum is not None,
+        }
+        if b.epoch_steps is not None:
+            fields["epoch_steps"] = b.epoch_steps
+        header = json.dumps(fields, ensure_ascii=False).encode("utf-8")
         parts = [
             _U32.pack(len(header)),
             header,
@@ -456,7 +485,9 @@ class RewardHistory:
         ls = take("<f8", 8).astype(np.float64) if header["has_length"] else None
         if m and int(idx.max()) >= len(self._ids):
             raise ValueError("cell refers to an undeclared prompt")
-        self._add_block(header["step"], header["epoch"], idx, n, nc, rs, ls)
+        self._add_block(
+            header["step"], header["epoch"], idx, n, nc, rs, ls, header.get("epoch_steps")
+        )
 
     @classmethod
     def from_arrays(
@@ -569,6 +600,31 @@ class RewardHistory:
     def __len__(self) -> int:
         return len(self._ids)
 
+    def epoch_steps(self, epoch: int) -> tuple[int, int | None]:
+        """(steps recorded for ``epoch``, steps the epoch has in all or None if not recorded)."""
+        steps = {b.step for b in self._blocks if b.epoch == epoch}
+        expected = _max_known(b.epoch_steps for b in self._blocks if b.epoch == epoch)
+        return len(steps), expected
+
+    def epoch_complete(self, epoch: int) -> bool | None:
+        """Whether every step of ``epoch`` is recorded; None when that cannot be told.
+
+        With the epoch's step count recorded (the trainer's ``epoch_steps``; ``steps_per_epoch``
+        for rollout logs): its steps are all there. Without it (histories written before limr
+        recorded it): an epoch followed by a later one is whole (the trainer starts epoch k + 1
+        only after the last step of epoch k), and the last one is whole when it has at least as
+        many steps as the epoch before it (None for a single epoch).
+        """
+        recorded, expected = self.epoch_steps(epoch)
+        if expected is not None:
+            return recorded >= expected
+        if epoch < self.num_epochs - 1:
+            return True
+        if epoch == 0:
+            return None
+        before, _ = self.epoch_steps(epoch - 1)
+        return None if before == 0 else recorded >= before
+
     def epoch_mean_accuracy(self, epoch: int) -> float:
         """Fraction of correct rollouts over all rollouts of ``epoch`` (nan if it has none)."""
         tot = self._epoch_totals.get(epoch)
@@ -607,6 +663,69 @@ def iter_cells(history: Any) -> Iterator[dict[str, Any]]:
             if ls is not None:
                 cell["length_sum"] = float(ls[i, e])
             yield cell
+
+
+def epoch_complete(history: Any, epoch: int) -> bool | None:
+    """Whether ``epoch`` of any HistoryLike is whole; None when the history cannot tell.
+
+    Uses the history's own ``epoch_complete`` (:meth:`RewardHistory.epoch_complete`,
+    :meth:`HistoryArrays.epoch_complete`); a history without one has whole epochs before its
+    last, and an unknown last.
+    """
+    method = getattr(history, "epoch_complete", None)
+    if method is not None:
+        return method(epoch)
+    return True if epoch < int(history.n.shape[1]) - 1 else None
+
+
+def whole_epochs(history: Any) -> tuple[Any, dict[str, Any]]:
+    """The history cut to its whole epochs, and what was left out: what selectors score.
+
+    LIM, LINEAR and the other curve selectors compare prompts epoch by epoch, so an epoch that a
+    run left partly recorded (stopped mid-epoch, or ``max_steps`` not a multiple of the steps per
+    epoch) leaves the prompts it had not reached yet without a value there, with nothing later to
+    fill it from: they would go unscored while RAND still draws from them. LIMR's released script
+    scores whole epochs only, and so does limr:
+
+    - trailing epochs without any rollout are left out;
+    - the last epoch is left out when it is partial (:func:`epoch_complete`: with the trainer's
+      recorded ``epoch_steps``, some of its steps are missing; in an older history, it has fewer
+      steps than the epoch before); an epoch followed by a later one is whole, and so is one
+      whose completeness the history cannot tell;
+    - a partial epoch that is the only one is kept (nothing else would be left to score).
+
+    Returns:
+        (view, info): ``history`` itself when every epoch is kept, else its first k epochs (a
+        :class:`HistoryArrays` view); ``info`` = {"epochs_recorded": E, "epochs_dropped": E - k,
+        "partial_epoch": None, or {"epoch", "steps" recorded, "of" (its steps in all, or None),
+        "prompts" rolled out in it, "dropped"}}.
+    """
+    num_e = int(history.n.shape[1])
+    info: dict[str, Any] = {"epochs_recorded": num_e, "epochs_dropped": 0, "partial_epoch": None}
+    if num_e == 0:
+        return history, info
+    nonempty = torch.nonzero(history.n.sum(dim=0) > 0).squeeze(1)
+    if len(nonempty) == 0:
+        return history, info
+    keep = int(nonempty[-1]) + 1  # trailing epochs without rollouts go
+    last = keep - 1
+    if epoch_complete(history, last) is False:
+        steps = getattr(history, "epoch_steps", None)
+        recorded, expected = steps(last) if steps is not None else (None, None)
+        dropped = last > 0
+        info["partial_epoch"] = {
+            "epoch": last,
+            "steps": recorded,
+            "of": expected,
+            "prompts": int((history.n[:, last] > 0).sum()),
+            "dropped": dropped,
+        }
+        if dropped:
+            keep = last
+    info["epochs_dropped"] = num_e - keep
+    if keep == num_e:
+        return history, info
+    return _head(history, keep), info
 
 
 def _chunks(f: Any, size: int = 1 << 20) -> Iterator[bool]:
@@ -797,6 +916,7 @@ def read_openrlhf_logs(
                 np.rint(sums[order, 1]).astype(np.int64),
                 sums[order, 2].copy(),
                 sums[order, 3].copy(),
+                steps_per_epoch,
             )
         read.append(step)
     if not read:

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from limr._quiet import quiet
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BUILTIN_TINY = "builtin:tiny"
 
@@ -56,6 +58,7 @@ def load_policy(
     """
     from transformers import AutoModelForCausalLM
 
+    quiet()  # no "Loading weights" bar (limr/_quiet.py)
     path = resolve_model_path(name_or_path, tiny=tiny, cache_dir=cache_dir)
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype]}
     if gguf_file:
@@ -100,6 +103,7 @@ class ValueModel(nn.Module):
     ) -> ValueModel:
         from transformers import AutoModel
 
+        quiet()
         kwargs: dict[str, Any] = {"dtype": DTYPES[dtype]}
         if gguf_file:
             kwargs["gguf_file"] = gguf_file

@@ -406,9 +406,11 @@ class PPOModule(L.LightningModule):
             chosen = self._broadcast(chosen)
             if chosen is not None:
                 if len(chosen) < self.rollout_batch_size:
+                    # the built-in curriculum never does: rollout_batch_size is part of its floor
                     raise ValueError(
                         f"the curriculum chose {len(chosen)} prompts, fewer than one rollout "
-                        f"batch ({self.rollout_batch_size}): raise its min_size"
+                        f"batch ({self.rollout_batch_size}); a curriculum must keep at least "
+                        "ppo.rollout_batch_size prompts"
                     )
                 self.epoch_ids = list(chosen)
             if self.rank == 0 and self.curriculum.schedule:
@@ -500,9 +502,11 @@ class PPOModule(L.LightningModule):
         if self.rank != 0:
             return
         ids = [self.prompts[int(i)].id for i in payload[:, 0].tolist()]
+        # epoch_steps: the history can then tell this epoch, whole, from one cut short by the
+        # end of the run (selectors score whole epochs only, see limr.history.whole_epochs)
         self.history.record(
             self.rl_step, self.epoch, ids, payload[:, 2].bool(), payload[:, 1].float(),
-            payload[:, 3].long(),
+            payload[:, 3].long(), epoch_steps=self._steps_in_epoch(),
         )  # fmt: skip
         self.history.commit(self.rl_step)
 

@@ -2,11 +2,17 @@
 
 1. base policy (``builtin:tiny``: the shipped, warmed-up tiny model; or any HF model)
 2. FULL: a PPO run on all training prompts that records every prompt's reward curve
-3. selections from that history: LIM (theta), LINEAR, RAND (the size of LIM's)
+3. selections from that history: ``selector.name`` (LIM by default; the ``lim`` arm), LINEAR,
+   RAND (the size of the first)
 4. one PPO run from the base on each subset with the same step budget, and a CURRICULUM arm
    (dynamic threshold from the start)
 5. evaluation of the base and every arm on the held-out benchmarks (``limr eval``'s machinery)
 6. the report: report.md, plots, TensorBoard logs, the config
+
+Stages 2-5 are jobs of a dependency graph (:meth:`Pipeline.plan`), run by :mod:`limr.runner`
+in ``run.workers`` worker processes: every seed's FULL run first, then, as soon as a seed's FULL
+is done, its selections (in the parent) and its subset arms; the CURRICULUM arm and the base's
+evaluation need nothing and start at once, each arm's evaluation follows its training.
 
 Layout of ``run.run_dir``::
 
@@ -14,8 +20,10 @@ Layout of ``run.run_dir``::
     arms/<arm>-s<seed>/     one ``limr train`` run folder each (history, checkpoints, tb, final)
     selections/<arm>-s<seed>.jsonl (+ .scores.jsonl)
     eval/<arm>-s<seed>.json
+    logs/<job>.log          each job's output when it ran in a worker process
+    locks/<job>.lock        held while a job runs (two processes never run the same job)
 
-Re-running the same command continues: a finished stage is not redone, an interrupted training run
+Re-running the same command continues: a finished job is not redone, an interrupted training run
 resumes from its last checkpoint.
 """
 
@@ -26,12 +34,13 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 
-from limr.config import ConfigError, LimrConfig, to_yaml
+from limr.config import ConfigError, LimrConfig, check_selector, to_yaml
 
 SUBSET_ARMS = ("lim", "linear", "rand")
 ARM_LABELS = {
@@ -43,12 +52,64 @@ ARM_LABELS = {
     "curriculum": "CURRICULUM",
 }
 KNOWN_ARMS = ("full", *SUBSET_ARMS, "curriculum")
+N_STAGES = 6
+# Keys of the run's config.yaml that do not change any result: a run may be continued with
+# other values (e.g. more workers, or no progress bars).
+VOLATILE_KEYS = (("run", "workers"), ("trainer", "progress"))
+
+
+def arm_label(arm: str, cfg: LimrConfig) -> str:
+    """The arm's name in reports: the ``lim`` arm is named after ``selector.name`` when that is
+    not ``lim`` (e.g. VARIANCE); its key, folders and files stay ``lim``."""
+    if arm == "lim" and cfg.selector.name != "lim":
+        return cfg.selector.name.upper()
+    return ARM_LABELS.get(arm, arm)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write atomically (a unique temporary file renamed into place: concurrent writers of the
+    same content never see a half-written file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    _write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _comparable(text: str) -> str:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create(text)
+    for section, key in VOLATILE_KEYS:
+        if section in node and key in node[section]:
+            del node[section][key]
+    return OmegaConf.to_yaml(node)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One node of the run's dependency graph."""
+
+    name: str
+    """``<arm>-s<seed>`` (training), ``selections-s<seed>``, ``eval-base`` or
+    ``eval-<arm>-s<seed>``."""
+    kind: str
+    """train, select or eval."""
+    arm: str
+    """full, lim, linear, rand, curriculum; ``base`` for the base's evaluation; ``selections``."""
+    seed: int | None
+    after: tuple[str, ...]
+    """Jobs that must be finished first."""
+    stage: int
+    """Its stage in the ``[i/6]`` lines."""
+    label: str
+
+    @property
+    def in_parent(self) -> bool:
+        """Selections are cheap (seconds): the scheduling process computes them itself."""
+        return self.kind == "select"
 
 
 class Pipeline:
@@ -61,6 +122,7 @@ class Pipeline:
             raise ConfigError(f"run.arms: unknown arm(s) {unknown}; known: {', '.join(KNOWN_ARMS)}")
         if "full" not in cfg.run.arms:
             raise ConfigError("run.arms must include 'full': the selections need its history")
+        check_selector(cfg)  # imports the plugins: a bad selector fails before FULL trains
         self.cfg = cfg
         self.root = Path(cfg.run.run_dir)
         self.log = log
@@ -69,65 +131,188 @@ class Pipeline:
 
     # ------------------------------------------------------------------ bookkeeping
 
+    @property
+    def arms(self) -> list[str]:
+        return [a for a in KNOWN_ARMS if a in self.cfg.run.arms]
+
     def arm_dir(self, arm: str, seed: int) -> Path:
         return self.root / "arms" / f"{arm}-s{seed}"
+
+    def log_path(self, job: Job) -> Path:
+        return self.root / "logs" / f"{job.name}.log"
 
     def _check_same_config(self) -> None:
         saved = self.root / "config.yaml"
         text = to_yaml(self.cfg)
-        if saved.exists() and saved.read_text(encoding="utf-8") != text:
+        if saved.exists() and _comparable(saved.read_text(encoding="utf-8")) != _comparable(text):
             raise ConfigError(
                 f"{self.root} holds a run made with another config ({saved}); re-run with the "
                 "same config to continue it, or choose another run.run_dir (nothing was changed)"
             )
         self.root.mkdir(parents=True, exist_ok=True)
-        saved.write_text(text, encoding="utf-8")
+        if not saved.exists() or saved.read_text(encoding="utf-8") != text:
+            _write_text(saved, text)
 
-    # ------------------------------------------------------------------ stages
-
-    def run(self) -> dict:
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()  # one line per stage instead
-        start = time.time()
-        self._check_same_config()
-        cfg = self.cfg
-        seeds = list(cfg.run.seeds)
-        arms = [a for a in KNOWN_ARMS if a in cfg.run.arms]
-        n_stages = 6
-        # 1. base
-        base_path = self._stage(1, n_stages, "base", self.base_model)
-        # 2-4. FULL, selections, arms, per seed
-        selections: dict[str, dict] = {}
-        for seed in seeds:
-            self._stage(
-                2, n_stages, f"FULL (seed {seed})", lambda s=seed: self.train_arm("full", s)
-            )
-            selections[str(seed)] = self._stage(
-                3, n_stages, f"selections (seed {seed})", lambda s=seed: self.select(s)
-            )
+    def plan(self) -> list[Job]:
+        """Every job of the run in the order one process runs them (``run.workers: 1``); each
+        names the jobs it waits for."""
+        jobs: list[Job] = []
+        arms = self.arms
+        for seed in self.cfg.run.seeds:
+            full = f"full-s{seed}"
+            jobs.append(Job(full, "train", "full", seed, (), 2, f"FULL (seed {seed})"))
+            sel = f"selections-s{seed}"
+            jobs.append(Job(sel, "select", "selections", seed, (full,), 3,
+                            f"selections (seed {seed})"))  # fmt: skip
             for arm in arms:
                 if arm == "full":
                     continue
-                self._stage(
-                    4,
-                    n_stages,
-                    f"{ARM_LABELS[arm]} (seed {seed})",
-                    lambda a=arm, s=seed: self.train_arm(a, s, selections[str(s)]),
-                )
-        # 5. evaluation
-        results = self._stage(5, n_stages, "evaluation", lambda: self.evaluate_all(base_path, arms))
-        # 6. report
-        from limr import report
+                after = (sel,) if arm in SUBSET_ARMS else ()
+                label = f"{arm_label(arm, self.cfg)} (seed {seed})"
+                jobs.append(Job(f"{arm}-s{seed}", "train", arm, seed, after, 4, label))
+        jobs.append(Job("eval-base", "eval", "base", None, (), 5, "evaluation of base"))
+        for seed in self.cfg.run.seeds:
+            for arm in arms:
+                jobs.append(
+                    Job(f"eval-{arm}-s{seed}", "eval", arm, seed, (f"{arm}-s{seed}",), 5,
+                        f"evaluation of {arm_label(arm, self.cfg)} (seed {seed})")
+                )  # fmt: skip
+        return jobs
 
-        report_path = self._stage(
-            6,
-            n_stages,
-            "report",
-            lambda: report.write_report(self.root, cfg, results, selections, arms, seeds),
-        )
+    def job(self, name: str) -> Job:
+        for job in self.plan():
+            if job.name == name:
+                return job
+        raise KeyError(name)
+
+    def is_done(self, job: Job) -> bool:
+        """Its output exists (a cheap check: no reading)."""
+        if job.kind == "train":
+            return (self.arm_dir(job.arm, job.seed) / "train_summary.json").exists()
+        if job.kind == "select":
+            return (self.root / "selections" / f"selections-s{job.seed}.json").exists()
+        return self._eval_path(job.arm, job.seed).exists()
+
+    def precheck(self, job: Job) -> dict | None:
+        """The job's result when there is nothing to do (done before, or skipped), else None.
+        Only meaningful once the jobs it waits for are done."""
+        if job.kind == "select":
+            return self.select(job.seed) if self.is_done(job) else None
+        if job.kind == "train":
+            summary_path = self.arm_dir(job.arm, job.seed) / "train_summary.json"
+            if summary_path.exists():
+                s = json.loads(summary_path.read_text())
+                return {**s, "_summary": f"done before ({s['steps']} steps)"}
+            if job.arm in SUBSET_ARMS:
+                sel_done = self.root / "selections" / f"selections-s{job.seed}.json"
+                if sel_done.exists() and json.loads(sel_done.read_text())[job.arm]["n_kept"] == 0:
+                    # Nothing to train on (e.g. LINEAR needs two or more epochs of history): the
+                    # arm is skipped, and the report says so.
+                    return {"skipped": True, "_summary": "skipped: its selection kept no prompts"}
+            return None
+        target = self._eval_path(job.arm, job.seed)
+        if target.exists():
+            return {"_summary": "done before: " + _accuracies(json.loads(target.read_text()))}
+        if job.arm != "base" and not (self.arm_dir(job.arm, job.seed) / "final").exists():
+            return {"skipped": True, "_summary": "skipped: the arm has no trained model"}
+        return None
+
+    def execute(self, job: Job, base_path: str | None = None) -> dict:
+        """Run one job here (idempotent: a finished job returns its result). Holds the job's lock
+        meanwhile, so that no other process runs the same job at the same time."""
+        from limr.runner import job_lock
+
+        done = self.precheck(job)
+        if done is not None:
+            return done
+        with job_lock(self.root / "locks" / f"{job.name}.lock", wait=job.kind == "select"):
+            if job.kind == "select":
+                return self.select(job.seed)
+            if job.kind == "train":
+                selections = self.select(job.seed) if job.arm in SUBSET_ARMS else None
+                return self.train_arm(job.arm, job.seed, selections)
+            if base_path is None and job.arm == "base":
+                base_path = self.base_model()
+            return self.evaluate_arm(job.arm, job.seed, base_path)
+
+    # ------------------------------------------------------------------ stages
+
+    def run(self, *, job_fn=None) -> dict:
+        """The whole experiment. ``job_fn(cfg, job_name, base_path) -> dict`` replaces what a
+        worker process runs for each job (a module-level function: tests inject failures)."""
+        import transformers
+
+        from limr.runner import resolve_workers, run_jobs
+
+        transformers.utils.logging.disable_progress_bar()  # one line per stage instead
+        start = time.time()
+        workers = resolve_workers(self.cfg)
+        self._check_same_config()
+        cfg = self.cfg
+        seeds = list(cfg.run.seeds)
+        arms = self.arms
+        # 1. base
+        base_path = self._stage(1, N_STAGES, "base", self.base_model)
+        # 2-5. FULL, selections, arms, evaluations: a dependency graph over the workers
+        run_jobs(self, self.plan(), workers=workers, base_path=base_path, job_fn=job_fn)
+        selections: dict[str, dict] = {str(seed): self.select(seed) for seed in seeds}
+        results = self._stage(5, N_STAGES, "evaluation", lambda: self.evaluate_all(base_path, arms))
+        # 6. report
+        report_path = self._stage(6, N_STAGES, "report", lambda: self._report(results, selections))
         self.log(f"limr run: done in {(time.time() - start) / 60:.1f} min -> {report_path}")
         return {"report": str(report_path), "eval": results, "selections": selections}
+
+    def _report(self, results: dict, selections: dict) -> Path:
+        from limr import report
+
+        seeds = list(self.cfg.run.seeds)
+        return report.write_report(self.root, self.cfg, results, selections, self.arms, seeds)
+
+    def run_only(self, names: list[str]) -> None:
+        """Run the named jobs of :meth:`plan` here, one after the other (``limr run --only``:
+        what a cluster job runs). ``report`` evaluates whatever is not evaluated yet and writes
+        the report. A job whose prerequisites are not finished is refused, except that a subset
+        arm computes its seed's selections when they are missing."""
+        import transformers
+
+        from limr.cli import UsageError
+
+        transformers.utils.logging.disable_progress_bar()
+        plan = {j.name: j for j in self.plan()}
+        bad = [n for n in names if n not in plan and n != "report"]
+        if bad:
+            raise UsageError(
+                f"--only: no job {bad[0]!r} in this run's plan; its jobs: "
+                f"{', '.join([*plan, 'report'])}"
+            )
+        self._check_same_config()
+        for name in names:
+            if name == "report":
+                missing = [
+                    j.name for j in plan.values()
+                    if j.kind == "train" and self.precheck(j) is None
+                ]  # fmt: skip
+                if missing:
+                    raise UsageError(f"--only report: arms not trained yet: {', '.join(missing)}")
+                base_path = self._stage(1, N_STAGES, "base", self.base_model)
+                selections = {str(s): self.select(s) for s in self.cfg.run.seeds}
+                results = self._stage(
+                    5, N_STAGES, "evaluation", lambda b=base_path: self.evaluate_all(b, self.arms)
+                )
+                path = self._stage(
+                    6, N_STAGES, "report", lambda r=results, s=selections: self._report(r, s)
+                )
+                self.log(f"limr run: report -> {path}")
+                continue
+            job = plan[name]
+            for dep in job.after:
+                dj = plan[dep]
+                if self.precheck(dj) is not None:
+                    continue
+                if dj.kind == "select" and all(self.precheck(plan[d]) for d in dj.after):
+                    continue  # computed on the way
+                raise UsageError(f"--only {name}: needs {dep} finished first")
+            self._stage(job.stage, N_STAGES, job.label, lambda j=job: self.execute(j))
 
     def _stage(self, i: int, n: int, name: str, fn) -> Any:
         self.log(f"[{i}/{n}] {name} ...")
@@ -183,10 +368,15 @@ class Pipeline:
         last = s.get("metric_last", {})
         acc = last.get("train/correct_rate")
         acc_txt = f", last train accuracy {acc:.2f}" if acc is not None else ""
-        return {**s, "_summary": f"{s['steps']} steps on {s['prompts']} prompts{acc_txt}"}
+        resumed = f", resumed from {Path(s['resumed_from']).name}" if s.get("resumed_from") else ""
+        return {
+            **s,
+            "_summary": f"{s['steps']} steps on {s['prompts']} prompts{acc_txt}{resumed}",
+        }
 
     def select(self, seed: int) -> dict:
-        """LIM, LINEAR and RAND (LIM's size) from the FULL run's reward history."""
+        """``selector.name`` (with ``selector.kwargs``; LIM by default: the ``lim`` arm), LINEAR
+        and RAND (the size of the first) from the FULL run's reward history."""
         from limr.history import RewardHistory
         from limr.registry import SELECTORS, import_plugins
 
@@ -200,26 +390,25 @@ class Pipeline:
         history = RewardHistory.load(self.arm_dir("full", seed) / "history")
         sc = self.cfg.selector
         result: dict[str, Any] = {}
-        # selector.size (top N) applies to LIM and LINEAR alike; otherwise each uses its
-        # threshold (LIM: selector.threshold or 0.6; LINEAR: its own 0.7)
-        lim = SELECTORS.build(
-            "lim", threshold=sc.threshold, size=sc.size, metric=sc.metric, seed=seed
-        ).select(history)
+        # selector.size (top N) applies to the selector and LINEAR alike; otherwise each uses its
+        # threshold (the selector: selector.threshold or its default, LIM 0.6; LINEAR its 0.7)
+        main = SELECTORS.build(
+            sc.name, threshold=sc.threshold, size=sc.size, metric=sc.metric, seed=seed,
+            **dict(sc.kwargs),
+        ).select(history)  # fmt: skip
         linear = SELECTORS.build("linear", size=sc.size, metric=sc.metric, seed=seed).select(
             history
         )
-        rand = SELECTORS.build("rand", size=len(lim.kept_ids), seed=seed).select(history)
-        for name, sel in (("lim", lim), ("linear", linear), ("rand", rand)):
+        rand = SELECTORS.build("rand", size=len(main.kept_ids), seed=seed).select(history)
+        for name, sel in (("lim", main), ("linear", linear), ("rand", rand)):
             path = out_dir / f"{name}-s{seed}.jsonl"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps({"id": i}) + "\n" for i in sel.kept_ids))
-            os.replace(tmp, path)
+            _write_text(path, "".join(json.dumps({"id": i}) + "\n" for i in sel.kept_ids))
             scores_path = out_dir / f"{name}-s{seed}.scores.jsonl"
             rows = [
                 {"id": i, "score": _finite(float(s)), "kept": bool(k)}
                 for i, s, k in zip(sel.ids, sel.scores.tolist(), sel.keep.tolist())
             ]
-            scores_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            _write_text(scores_path, "".join(json.dumps(r) + "\n" for r in rows))
             info = {k: v for k, v in sel.info.items() if k != "avg_curve"}
             result[name] = {
                 "path": str(path),
@@ -229,50 +418,66 @@ class Pipeline:
                 "threshold": sel.threshold,
                 "info": info,
             }
-        result["lim"]["avg_curve"] = lim.info.get("avg_curve")
-        result["lim"]["nearby"] = nearby_counts(lim.scores.tolist(), lim.threshold)
+        result["lim"]["selector"] = sc.name
+        result["lim"]["label"] = arm_label("lim", self.cfg)
+        result["lim"]["avg_curve"] = main.info.get("avg_curve")
+        if sc.name == "lim" or main.threshold is not None:
+            result["lim"]["nearby"] = nearby_counts(main.scores.tolist(), main.threshold)
         result["n_prompts"] = len(history.ids)
         result["epochs"] = int(history.n.shape[1])
         _write_json(done, result)
+        label = result["lim"]["label"]
         summary = (
-            f"{result['epochs']} epochs of history; LIM kept {result['lim']['n_kept']} of "
-            f"{result['lim']['n_scored']} ({_cut(lim)}), LINEAR "
+            f"{result['epochs']} epochs of history; {label} kept {result['lim']['n_kept']} of "
+            f"{result['lim']['n_scored']} ({_cut(main)}), LINEAR "
             f"{result['linear']['n_kept']}, RAND {result['rand']['n_kept']}"
         )
         return {**result, "_summary": summary}
 
+    def _eval_path(self, arm: str, seed: int | None) -> Path:
+        name = "base" if seed is None else f"{arm}-s{seed}"
+        return self.root / "eval" / f"{name}.json"
+
+    def evaluate_arm(self, arm: str, seed: int | None, base_path: str | None) -> dict:
+        """Evaluate the base (``seed`` None) or one arm's final policy: ``eval/<arm>-s<seed>.json``,
+        written atomically; read back when it exists."""
+        target = self._eval_path(arm, seed)
+        if target.exists():
+            result = json.loads(target.read_text())
+            return {**result, "_summary": "done before: " + _accuracies(result)}
+        path = base_path if seed is None else str(self.arm_dir(arm, seed) / "final")
+        if path is None:
+            path = self.base_model()
+        result = evaluate_model(self.cfg, path, seed=self.cfg.run.seed if seed is None else seed)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(target, result)
+        return {**result, "_summary": _accuracies(result)}
+
     def evaluate_all(self, base_path: str, arms: list[str]) -> dict:
-        """Evaluate the base and every arm's final policy; eval/<arm>-s<seed>.json each, and
-        eval.json with the summary of all."""
+        """Evaluate the base and every arm's final policy (those not evaluated yet: the jobs did
+        them); eval/<arm>-s<seed>.json each, and eval.json with the summary of all."""
         out_dir = self.root / "eval"
         out_dir.mkdir(parents=True, exist_ok=True)
-        models = [("base", None, base_path)]
+        models: list[tuple[str, int | None]] = [("base", None)]
         for seed in self.cfg.run.seeds:
             for arm in arms:
-                final = self.arm_dir(arm, seed) / "final"
-                if final.exists():  # a skipped arm has no model
-                    models.append((arm, seed, str(final)))
+                if (self.arm_dir(arm, seed) / "final").exists():  # a skipped arm has no model
+                    models.append((arm, seed))
         combined: dict[str, Any] = {"benchmarks": list(self.cfg.run.eval_benchmarks), "arms": {}}
-        for arm, seed, path in models:
+        for arm, seed in models:
             name = "base" if seed is None else f"{arm}-s{seed}"
-            target = out_dir / f"{name}.json"
-            if target.exists():
-                result = json.loads(target.read_text())
-            else:
-                result = evaluate_model(self.cfg, path, seed=seed or self.cfg.run.seed)
-                _write_json(target, result)
+            result = self.evaluate_arm(arm, seed, base_path)
+            result.pop("_summary", None)
             combined["arms"].setdefault(arm, {})[str(seed) if seed is not None else "-"] = (
                 summarise_eval(result)
             )
-            self.log(
-                f"    {name}: "
-                + ", ".join(
-                    f"{b} {summarise_eval(result)[b]['accuracy']:.3f}"
-                    for b in summarise_eval(result)
-                )
-            )
+            self.log(f"    {name}: {_accuracies(result)}")
         _write_json(self.root / "eval.json", combined)
         return combined
+
+
+def _accuracies(result: dict) -> str:
+    return ", ".join(f"{b} {r['accuracy']:.3f}" for b, r in summarise_eval(result).items())
 
 
 class HeldoutEval(L.Callback):
@@ -288,8 +493,14 @@ class HeldoutEval(L.Callback):
     def _evaluate(self, trainer: L.Trainer, module: Any) -> None:
         if not trainer.is_global_zero:
             return
+        e = self.cfg.eval
         result = evaluate_policy(
-            self.cfg, module.policy, module.tokenizer, seed=self.seed, progress=False
+            self.cfg,
+            module.policy,
+            module.tokenizer,
+            seed=self.seed,
+            progress=False,
+            max_problems=e.max_problems if e.curve_max_problems is None else e.curve_max_problems,
         )
         line = {"step": module.rl_step}
         line.update({b: r["accuracy"] for b, r in summarise_eval(result).items()})
@@ -319,7 +530,9 @@ def read_heldout(path: Path) -> list[dict]:
 
 
 def _cut(sel: Any) -> str:
-    return f"theta {sel.threshold}" if sel.threshold is not None else f"top {sel.info['size']}"
+    if sel.threshold is not None:
+        return f"theta {sel.threshold}"
+    return f"top {sel.info.get('size', len(sel.kept_ids))}"
 
 
 def _finite(x: float) -> float | None:
@@ -361,8 +574,17 @@ def evaluate_model(cfg: LimrConfig, model_path: str, *, seed: int) -> dict:
     return evaluate_policy(cfg, policy, tokenizer, seed=seed, progress=cfg.trainer.progress)
 
 
-def evaluate_policy(cfg: LimrConfig, policy, tokenizer, *, seed: int, progress: bool) -> dict:
-    """Evaluate a loaded policy on ``run.eval_benchmarks`` (greedy etc. per benchmark protocol)."""
+def evaluate_policy(
+    cfg: LimrConfig,
+    policy,
+    tokenizer,
+    *,
+    seed: int,
+    progress: bool,
+    max_problems: int | None | str = "config",
+) -> dict:
+    """Evaluate a loaded policy on ``run.eval_benchmarks`` (greedy etc. per benchmark protocol);
+    ``max_problems`` overrides ``eval.max_problems`` (None = every problem)."""
     from limr.benchmarks.evaluate import evaluate
     from limr.prompts import format_prompt
     from limr.registry import BENCHMARKS, SAMPLERS, import_plugins
@@ -392,7 +614,7 @@ def evaluate_policy(cfg: LimrConfig, policy, tokenizer, *, seed: int, progress: 
         top_p=e.top_p,
         max_new_tokens=e.max_new_tokens,
         batch_size=e.batch_size,
-        max_problems=e.max_problems,
+        max_problems=e.max_problems if max_problems == "config" else max_problems,
         seed=seed,
         progress=progress,
     )

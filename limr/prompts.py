@@ -145,6 +145,7 @@ def load_prompts(
     answer_field: str = "answer",
     subset: str | None = None,
     max_prompts: int | None = None,
+    levels: Sequence[int] | None = None,
 ) -> list[Prompt]:
     """Load and validate a dataset.
 
@@ -154,7 +155,9 @@ def load_prompts(
             ``synthetic:arith`` (the embedded task, :mod:`limr.task`).
         split: split of a Hugging Face dataset or of the synthetic task.
         subset: a JSONL of ``{"id": ...}`` lines; keep only those ids (in the dataset's order).
-        max_prompts: keep only the first N.
+        max_prompts: keep only the first N (after the level and subset filters).
+        levels: keep only the prompts whose ``level`` field is one of these (MATH's ``5`` or
+            ``"Level 5"``, the synthetic task's 1-5); a prompt without a level is an error.
     """
     fields = dict(id_field=id_field, problem_field=problem_field, answer_field=answer_field)
     if spec.startswith("synthetic:"):
@@ -167,6 +170,8 @@ def load_prompts(
         prompts = records_to_prompts(iter_records(shipped_path(spec[8:])), **fields)
     else:
         prompts = records_to_prompts(iter_records(spec), **fields)
+    if levels is not None:
+        prompts = filter_levels(prompts, levels, spec)
     if subset is not None:
         prompts = filter_subset(prompts, subset)
     if max_prompts is not None:
@@ -174,6 +179,42 @@ def load_prompts(
     if not prompts:
         raise DataError([f"{spec}: no prompts"])
     return prompts
+
+
+def level_of(prompt: Prompt) -> int | None:
+    """The difficulty level of a prompt (``extra["level"]``: 3, "3" or "Level 3"), or None."""
+    value = prompt.extra.get("level")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower().startswith("level"):
+            text = text[5:].strip()
+        if text.isdigit():
+            return int(text)
+    return None
+
+
+def filter_levels(prompts: list[Prompt], levels: Sequence[int], spec: str) -> list[Prompt]:
+    """Keep the prompts whose level is in ``levels`` (in the dataset's order)."""
+    wanted = {int(level) for level in levels}
+    kept, unlevelled = [], []
+    for p in prompts:
+        level = level_of(p)
+        if level is None:
+            unlevelled.append(p.id)
+        elif level in wanted:
+            kept.append(p)
+    if unlevelled:
+        raise DataError(
+            [f"{spec}: data.levels is set but {len(unlevelled)} prompts have no level field "
+             f"(e.g. id {unlevelled[0]!r})"]
+        )  # fmt: skip
+    if not kept:
+        raise DataError([f"{spec}: no prompts at levels {sorted(wanted)}"])
+    return kept
 
 
 def filter_subset(prompts: list[Prompt], subset_path: str | Path) -> list[Prompt]:

@@ -4,28 +4,33 @@
 Everything is generated from fixed seeds with :class:`random.Random` (never the global RNG), so
 every call on every machine gives the same prompts in the same order.
 
-Levels: one or two steps of adding or subtracting, with 1- or 2-digit numbers. Every problem of a
-level has the same shape (a 2-digit start, then numbers of fixed widths): the tiny model finds the
-digits by position, and a level that mixes widths is learned much more slowly.
+Levels: one or two steps of adding or subtracting. Every problem of a level has the same shape
+(numbers of fixed widths): the tiny model finds the digits by position, and a level that mixes
+widths is learned much more slowly. Every level has at least ~10,000 problems: a first design whose
+easy levels had 1,400-2,800 made those the worst on held-out problems (the warm-up memorised them).
+Levels are numbered by the measured accuracy of the shipped base (limr/data/tiny_base/figures.json).
 
     level  shape            example                          problems
-    1      2d +- 1d         "What is 43 plus 8?"             1,440
-    2      2d +- 2d         "What is 43 minus 28?"           ~12,000
-    3      2d +- 1d +- 1d   "What is 43 plus 8 minus 5?"     ~23,000
-    4      2d +- 2d +- 1d   "What is 43 plus 28 minus 5?"    ~250,000
-    5      2d +- 2d +- 2d   "What is 43 plus 28 minus 15?"   ~2,500,000
+    1      3d +- 1d         "What is 243 plus 8?"            14,400
+    2      2d +- 1d +- 1d   "What is 43 plus 8 minus 5?"     ~23,000
+    3      2d +- 2d         "What is 43 minus 28?"           ~12,000
+    4      2d +- 2d +- 1d   "What is 43 plus 28 minus 5?"    ~230,000
+    5      2d +- 2d +- 2d   "What is 43 plus 28 minus 15?"   ~1,800,000
 
-Every running total stays positive (no negative numbers anywhere); answers are 1 to 297.
+Every running total stays positive (no negative numbers anywhere); answers are 1 to 1008.
 
 Splits, drawn per level from one random stream of distinct problems, so that no two splits
-share a problem (the numbers, not only the text):
+share a problem, by the numbers and not only the text: two problems whose terms are the same up
+to order ("43 plus 8 minus 5" and "43 minus 5 plus 8") count as one (:func:`canonical`).
 
-    test    100 per level (500), held out for evaluation
+    test    200 per level (1,000), held out for evaluation (a paired 95% CI of about +-3 points
+            over 3 seeds)
     train   300 per level (1,500), the RL pool that LIM scores
-    warmup  the next up to 4,000 per level (level 1 has only 1,040 left): the supervised warm-up
-            of the tiny base model, so the base has never seen a train or test problem
+    warmup  the next 4,000 per level (20,000): the supervised warm-up of the tiny base model,
+            so the base has never seen a train or test problem
 
-Train and test are shuffled across levels (``max_prompts: 64`` still covers every level).
+Train and test interleave the levels in random order, so that any ``max_prompts`` keeps them
+balanced (the first 5k prompts hold exactly k of each level).
 Every problem ends with :data:`INSTRUCTION`; the gold response is ``\\boxed{ANSWER}``.
 """
 
@@ -45,7 +50,7 @@ SEED = 2502_11886
 LEVELS = (1, 2, 3, 4, 5)
 SPLITS = ("train", "test", "warmup")
 TASKS = ("arith",)
-TEST_PER_LEVEL = 100
+TEST_PER_LEVEL = 200
 TRAIN_PER_LEVEL = 300
 WARMUP_PER_LEVEL = 4000
 
@@ -54,15 +59,15 @@ Key = tuple[int, ...]
 """A problem as numbers: (a, op, b) or (a, op, b, op, c) with op = +1 (plus) or -1 (minus)."""
 
 SHAPES: dict[int, tuple[int, ...]] = {
-    1: (2, 1),
-    2: (2, 2),
-    3: (2, 1, 1),
+    1: (3, 1),
+    2: (2, 1, 1),
+    3: (2, 2),
     4: (2, 2, 1),
     5: (2, 2, 2),
 }
 """Digits of each number of a level's problems."""
 
-_RANGES = {1: (2, 9), 2: (10, 99)}  # 1-digit numbers skip 0 and 1: nothing to compute
+_RANGES = {1: (2, 9), 2: (10, 99), 3: (100, 999)}  # 1-digit numbers skip 0 and 1
 
 
 def _draw(level: int, rng: random.Random) -> Key | None:
@@ -105,16 +110,23 @@ def prompt_template(question: str) -> str:
     return question + INSTRUCTION
 
 
+def canonical(key: Key) -> Key:
+    """The problem up to the order of its signed terms after the first: reordered twins such as
+    (43, +1, 8, -1, 5) and (43, -1, 5, +1, 8) have the same canonical key (and answer)."""
+    terms = sorted(zip(key[1::2], key[2::2]))
+    return (key[0], *(x for term in terms for x in term))
+
+
 @cache
 def _level_splits(level: int) -> dict[str, tuple[Key, ...]]:
     rng = random.Random(SEED * 10 + level)
     wanted = TEST_PER_LEVEL + TRAIN_PER_LEVEL + WARMUP_PER_LEVEL
     keys: list[Key] = []
     seen: set[Key] = set()
-    for _ in range(20 * wanted):  # enough draws to exhaust level 1 (1,440 problems)
+    for _ in range(20 * wanted):  # never reached: every level has far more problems
         key = _draw(level, rng)
-        if key is not None and key not in seen:
-            seen.add(key)
+        if key is not None and canonical(key) not in seen:
+            seen.add(canonical(key))
             keys.append(key)
             if len(keys) == wanted:
                 break
@@ -129,8 +141,15 @@ def _level_splits(level: int) -> dict[str, tuple[Key, ...]]:
 @cache
 def _build(split: str) -> tuple[Prompt, ...]:
     rng = random.Random(SEED * 10 + SPLITS.index(split))
-    items = [(level, key) for level in LEVELS for key in _level_splits(level)[split]]
-    rng.shuffle(items)
+    if split == "warmup":  # sampled at random by the warm-up: order does not matter
+        items = [(level, key) for level in LEVELS for key in _level_splits(level)[split]]
+        rng.shuffle(items)
+    else:  # interleaved: the first 5k prompts hold exactly k of each level (max_prompts)
+        items = []
+        for keys in zip(*(_level_splits(level)[split] for level in LEVELS)):
+            order = list(zip(LEVELS, keys))
+            rng.shuffle(order)
+            items += order
     prompts = []
     for index, (level, key) in enumerate(items):
         question = question_of(key)
@@ -150,8 +169,8 @@ def load(name: str, split: str) -> list[Prompt]:
 
     Args:
         name: the task; only ``arith``.
-        split: ``train`` (1,500 prompts, the RL pool), ``test`` (500, held out) or ``warmup``
-            (17,040, for the supervised warm-up of the tiny base model).
+        split: ``train`` (1,500 prompts, the RL pool), ``test`` (1,000, held out) or ``warmup``
+            (20,000, for the supervised warm-up of the tiny base model).
     Returns:
         Prompts with ids ``arith-<split>-NNNNN``, ``extra = {"level", "numbers", "question"}``
         and answers as plain integer strings; the same list on every call.

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import random
 import re
@@ -43,7 +42,7 @@ TINY_CONFIG_FILE = "tiny_config.json"
 FIGURES_FILE = "figures.json"
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bump when the task, tokenizer or warm-up change, so cached bases are rebuilt."""
 
 # The split regex of Qwen2's tokenizer (transformers.models.qwen2.tokenization_qwen2).
@@ -60,10 +59,11 @@ TINY_DEFAULTS: dict[str, Any] = {
     "num_kv_heads": 2,
     "intermediate_size": 256,
     "max_position": 256,
-    "warmup_steps": 3000,
+    "warmup_steps": 3500,
     "warmup_batch_size": 64,
     "warmup_lr": 3e-3,
     "warmup_levels": [1, 2, 3, 4, 5],
+    "warmup_unfinished_fraction": 0.5,
 }
 """Mirror of :class:`limr.config.TinyModelConfig` (a test keeps the two equal)."""
 
@@ -187,12 +187,19 @@ def build_model(
 # Warm-up
 
 
-def _encode_examples(tokenizer, prompts: Sequence[Prompt]) -> list[tuple[list[int], int]]:
-    """(prompt + response + EOS ids, number of prompt ids) per prompt."""
+UNFINISHED_TAIL = task.INSTRUCTION.rstrip("\n")
+"""What an unfinished warm-up target says after its boxed answer (the instruction, echoed)."""
+
+
+def _encode_examples(
+    tokenizer, prompts: Sequence[Prompt], finished: bool = True
+) -> list[tuple[list[int], int]]:
+    """(prompt + response + EOS ids, number of prompt ids) per prompt; the response is the gold
+    ``\\boxed{ANSWER}``, followed by :data:`UNFINISHED_TAIL` when not ``finished``."""
     queries = tokenizer([p.problem for p in prompts], add_special_tokens=False)["input_ids"]
-    responses = tokenizer([task.response_for(p) for p in prompts], add_special_tokens=False)[
-        "input_ids"
-    ]
+    tail = "" if finished else UNFINISHED_TAIL
+    texts = [task.response_for(p) + tail for p in prompts]
+    responses = tokenizer(texts, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     return [(q + r + [eos], len(q)) for q, r in zip(queries, responses)]
 
@@ -217,19 +224,32 @@ def warmup(
     batch_size: int,
     lr: float,
     levels: Sequence[int] | None = None,
+    unfinished_fraction: float = 0.0,
     seed: int = 0,
     progress: bool = True,
     warmup_fraction: float = 0.05,
+    decay_fraction: float = 0.2,
     min_lr_ratio: float = 0.1,
     callback: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Supervised warm-up: next-token loss on the gold response + EOS (never on the prompt).
 
-    AdamW (betas 0.9, 0.95, weight decay 0.01), linear learning-rate warm-up over
-    ``warmup_fraction`` of the steps, then cosine decay to ``min_lr_ratio * lr``; gradient norm
-    clipped at 1. Batches are drawn uniformly (with ``random.Random(seed)``) from the prompts
-    whose ``extra["level"]`` is in ``levels`` (all prompts when None). ``callback(step)`` runs
-    after each optimiser step (e.g. to evaluate; it must leave the model in train mode).
+    AdamW (betas 0.9, 0.95, weight decay 0.01) with a warm-up/stable/decay schedule: linear
+    warm-up over ``warmup_fraction`` of the steps, constant ``lr``, then linear decay to
+    ``min_lr_ratio * lr`` over the last ``decay_fraction``; gradient norm clipped at 1. The
+    tiny model learns its digits in a sudden jump that needs a high learning rate (a cosine
+    schedule of the same length decays too early and leaves it half-way); with a constant
+    rate, the skill reached after N steps does not depend on the total length.
+
+    Batches are drawn uniformly (with ``random.Random(seed)``) from the prompts whose
+    ``extra["level"]`` is in ``levels`` (all prompts when None). With probability
+    ``unfinished_fraction`` a drawn example's target goes on after ``\\boxed{ANSWER}`` with
+    :data:`UNFINISHED_TAIL` (the instruction, echoed) before its EOS: a base that often does not
+    stop after its answer, so that its response is cut at ``max_new_tokens`` and scored -1 as
+    unfinished, like the R1-Zero-style bases of the paper, whose early RL gain is largely
+    learning to finish and box the answer. The answer's digits keep their positions either way.
+    ``callback(step)`` runs after each optimiser step (e.g. to evaluate; it must leave the model
+    in train mode).
 
     Returns:
         ``{"steps", "seconds", "final_loss", "examples"}``; the model is trained in place.
@@ -240,16 +260,22 @@ def warmup(
     pool = [p for p in prompts if wanted is None or p.extra.get("level") in wanted]
     if not pool:
         raise ValueError(f"no warm-up prompts at levels {list(levels or [])}")
+    if not 0.0 <= unfinished_fraction <= 1.0:
+        raise ValueError(f"unfinished_fraction must be in [0, 1], got {unfinished_fraction}")
     examples = _encode_examples(tokenizer, pool)
+    unfinished = _encode_examples(tokenizer, pool, finished=False) if unfinished_fraction else []
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
     n_warm = max(1, int(warmup_fraction * steps))
+    n_decay = max(1, int(decay_fraction * steps))
 
     def lr_at(step: int) -> float:
         if step < n_warm:
             return lr * (step + 1) / n_warm
-        t = (step - n_warm) / max(1, steps - n_warm)
-        return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+        left = steps - step  # steps left, including this one
+        if left > n_decay:
+            return lr
+        return lr * (min_lr_ratio + (1 - min_lr_ratio) * left / n_decay)
 
     model.train()
     start = time.perf_counter()
@@ -258,7 +284,12 @@ def warmup(
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        batch = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
+        batch = []
+        for _ in range(batch_size):
+            i = rng.randrange(len(examples))
+            batch.append(
+                unfinished[i] if unfinished and rng.random() < unfinished_fraction else examples[i]
+            )
         input_ids, attention_mask, labels = _collate(batch, tokenizer.pad_token_id)
         loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
@@ -349,6 +380,7 @@ def evaluate(
     greedy: dict[int, list[bool]] = defaultdict(list)
     sampled: dict[int, list[float]] = defaultdict(list)
     passed: dict[int, list[bool]] = defaultdict(list)
+    boxed: list[bool] = []  # sampled responses that end with EOS and hold a \boxed{}
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         problems = [p.problem for p in chunk]
@@ -362,6 +394,7 @@ def evaluate(
             for i, p in enumerate(chunk):
                 rows = range(i * n_samples, (i + 1) * n_samples)
                 hits = [is_correct(texts[j], done[j], p.answer) for j in rows]
+                boxed += [done[j] and bool(_BOXED.search(texts[j])) for j in rows]
                 sampled[p.extra["level"]].append(sum(hits) / n_samples)
                 passed[p.extra["level"]].append(any(hits))
 
@@ -378,6 +411,7 @@ def evaluate(
         figures[f"sample_t{temperature:g}"] = {str(lv): mean(sampled[lv]) for lv in levels}
         figures[f"pass@{n_samples}_t{temperature:g}"] = {str(lv): mean(passed[lv]) for lv in levels}
         figures[f"sample_t{temperature:g}_all"] = mean([x for lv in levels for x in sampled[lv]])
+        figures[f"boxed_t{temperature:g}"] = mean(boxed)
     return figures
 
 
@@ -452,6 +486,7 @@ def build_base(
         batch_size=config["warmup_batch_size"],
         lr=config["warmup_lr"],
         levels=config["warmup_levels"],
+        unfinished_fraction=config["warmup_unfinished_fraction"],
         seed=seed,
         progress=progress,
         callback=evaluate_now if eval_every else None,

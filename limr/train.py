@@ -28,7 +28,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
+from limr._quiet import quiet
 from limr.config import ConfigError, LimrConfig, as_dict, to_yaml
 from limr.history import RewardHistory
 from limr.models import ValueModel, load_policy, resolve_model_path
@@ -61,7 +63,9 @@ class AtomicCheckpoint(L.Callback):
     def save(self, trainer: L.Trainer, step: int) -> None:
         path = self.folder / f"step-{step:06d}.ckpt"
         tmp = self.folder / f".step-{step:06d}.ckpt.tmp"
-        trainer.save_checkpoint(tmp)
+        # weights_only=False: the whole training state (optimiser, schedulers, loops), which a
+        # resume needs; it is all tensors and plain types, so it loads with weights_only=True
+        trainer.save_checkpoint(tmp, weights_only=False)
         # DeepSpeed writes a folder of shards from every rank: all must be done before the rename
         trainer.strategy.barrier("limr-checkpoint")
         if trainer.is_global_zero:
@@ -189,6 +193,9 @@ def train(
             "continue it, or choose another run.run_dir; nothing was overwritten"
         )
     _check_strategy(cfg)
+    # no framework noise on the terminal (limr/_quiet.py says what goes); after the strategy
+    # check, whose import of DeepSpeed sets DeepSpeed's logger to INFO
+    quiet()
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
@@ -199,6 +206,7 @@ def train(
     prompts = load_prompts(
         d.train, split=d.split, id_field=d.id_field, problem_field=d.problem_field,
         answer_field=d.answer_field, subset=d.subset, max_prompts=d.max_prompts,
+        levels=d.levels,
     )  # fmt: skip
     if len(prompts) < cfg.ppo.rollout_batch_size:
         raise ConfigError(
@@ -212,8 +220,12 @@ def train(
     curriculum = None
     if cfg.curriculum.enabled:
         kwargs = {k: v for k, v in as_dict(cfg.curriculum).items() if k != "enabled"}
+        # the rollout batch is part of the curriculum's floor: an epoch is len(subset) // batch
+        # steps, so a smaller subset could not fill one step
         curriculum = SELECTORS.build("curriculum", metric=cfg.selector.metric,
-                                     seed=cfg.run.seed, **kwargs)  # fmt: skip
+                                     seed=cfg.run.seed,
+                                     rollout_batch_size=cfg.ppo.rollout_batch_size,
+                                     **kwargs)  # fmt: skip
 
     # 1. models: policy, frozen reference, value model
     m = cfg.model
@@ -281,6 +293,9 @@ def train(
     elif (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()
         history.truncate(-1)
+
+    if ckpt_path is not None:
+        _say(f"limr train: resuming {run_dir} from {ckpt_path.name}")
 
     # 3. train
     start = time.time()
@@ -379,6 +394,12 @@ def _progress_bar(enabled: bool) -> list[L.Callback]:
         return [RLProgressBar()]
     except (ImportError, ModuleNotFoundError):  # no rich: Lightning's default bar
         return []
+
+
+@rank_zero_only
+def _say(message: str) -> None:
+    """One line on the terminal, from the first process only."""
+    print(message, flush=True)
 
 
 def _last_metrics(path: Path) -> dict:

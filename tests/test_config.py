@@ -120,3 +120,24 @@ def test_paper_config_reproduces_the_papers_setup():
     assert list(p.adam_betas) == [0.9, 0.95] and p.grad_clip == 1.0 and p.warmup_steps == 10
     assert cfg.trainer.strategy == "deepspeed_stage_3" and "bf16" in cfg.trainer.precision
     assert cfg.run.eval_benchmarks == ["math500", "aime24", "amc23"] and cfg.run.seed == 42
+
+
+def test_selector_threshold_and_size_together_fail_at_load(capsys):
+    with pytest.raises(ConfigError, match=r"selector.threshold \(0.5\) and selector.size \(3\)"):
+        load_config(None, ["selector.threshold=0.5", "selector.size=3"])
+    with pytest.raises(ConfigError, match="selector.size: must be at least 1"):
+        load_config(None, ["selector.size=0"])
+    assert main(["config", "show", "selector.threshold=0.5", "selector.size=3"]) == 2
+    assert "selector.threshold" in capsys.readouterr().err
+    assert load_config(None, ["selector.size=3"]).selector.size == 3  # either one alone is fine
+
+
+def test_run_workers_and_seeds_are_checked():
+    assert load_config().run.workers is None  # default: one worker per CPU core
+    assert load_config(None, ["run.workers=3"]).run.workers == 3
+    with pytest.raises(ConfigError, match="run.workers: must be at least 1"):
+        load_config(None, ["run.workers=0"])
+    with pytest.raises(ConfigError, match=r"run.seeds: \[1\] given more than once"):
+        load_config(None, ["run.seeds=[1,2,1]"])
+    with pytest.raises(ConfigError, match="run.seeds: give at least one seed"):
+        load_config(None, ["run.seeds=[]"])

@@ -18,12 +18,15 @@ from hypothesis import strategies as st
 
 from limr.history import (
     LOG_NAME,
+    HistoryArrays,
     HistoryError,
     RewardHistory,
+    epoch_complete,
     find_history,
     iter_cells,
     iter_json_array,
     read_openrlhf_logs,
+    whole_epochs,
 )
 from limr.types import HistoryLike
 
@@ -355,3 +358,99 @@ def test_reading_a_step_file_streams_it(tmp_path):
         tracemalloc.stop()
     assert h.n.sum().item() == 4000 and len(h.ids) == 50
     assert peak < size / 2, (peak, size)
+
+
+# ------------------------------------------------------------------ whole epochs
+
+
+def _train_like(h: RewardHistory, pool: int, batch: int, max_steps: int, epoch_steps=True):
+    """Record what the trainer records: epochs of pool // batch steps (drop_last) of a seeded
+    permutation, stopping after max_steps steps (possibly mid-epoch)."""
+    steps = pool // batch
+    gen = torch.Generator().manual_seed(0)
+    for step in range(max_steps):
+        epoch, pos = divmod(step, steps)
+        perm = torch.randperm(pool, generator=torch.Generator().manual_seed(epoch))
+        ids = [f"p{j}" for j in perm[pos * batch : (pos + 1) * batch].tolist() for _ in range(2)]
+        correct = torch.rand(len(ids), generator=gen) < 0.5
+        h.record(
+            step, epoch, ids, correct, correct.float(), epoch_steps=steps if epoch_steps else None
+        )
+        h.commit(step)
+
+
+def test_epoch_steps_tell_a_partial_last_epoch_and_survive_reopening(tmp_path):
+    # smollm2_gpu.yaml in small: 32 steps an epoch, max_steps 60 -> epoch 1 has 28 of 32 steps
+    h = RewardHistory(tmp_path / "hist")
+    _train_like(h, pool=128, batch=4, max_steps=60)
+    assert h.epoch_steps(0) == (32, 32) and h.epoch_steps(1) == (28, 32)
+    assert h.epoch_complete(0) is True and h.epoch_complete(1) is False
+    again = RewardHistory.load(tmp_path / "hist")
+    assert again.epoch_steps(1) == (28, 32) and again.epoch_complete(1) is False
+    view, info = whole_epochs(again)
+    assert view.n.shape == (128, 1)
+    assert info["epochs_recorded"] == 2 and info["epochs_dropped"] == 1
+    assert info["partial_epoch"] == {
+        "epoch": 1, "steps": 28, "of": 32, "prompts": 112, "dropped": True
+    }  # fmt: skip
+    # truncating back into epoch 0 keeps what is known about it
+    h.truncate(20)
+    assert h.epoch_steps(0) == (21, 32) and h.epoch_complete(0) is False
+    # a whole last epoch is kept as it is
+    full = RewardHistory()
+    _train_like(full, pool=128, batch=4, max_steps=64)
+    view, info = whole_epochs(full)
+    assert view is full and info["epochs_dropped"] == 0 and info["partial_epoch"] is None
+
+
+def test_whole_epochs_without_recorded_epoch_steps():
+    # a history written before limr recorded epoch_steps: the last epoch is partial when it has
+    # fewer steps than the one before it
+    old = RewardHistory()
+    _train_like(old, pool=64, batch=8, max_steps=13, epoch_steps=False)
+    assert old.epoch_steps(1) == (5, None)
+    assert old.epoch_complete(0) is True and old.epoch_complete(1) is False
+    view, info = whole_epochs(old)
+    assert view.n.shape[1] == 1 and info["partial_epoch"]["of"] is None
+    whole = RewardHistory()
+    _train_like(whole, pool=64, batch=8, max_steps=16, epoch_steps=False)
+    assert whole.epoch_complete(1) is True
+    # one partial epoch, the only one: kept (nothing else to score), and said so
+    single = RewardHistory()
+    _train_like(single, pool=64, batch=8, max_steps=3)
+    view, info = whole_epochs(single)
+    assert view is single and info["epochs_dropped"] == 0
+    assert info["partial_epoch"]["dropped"] is False and info["partial_epoch"]["steps"] == 3
+    # without step counts at all it cannot tell: an unknown last epoch counts as whole
+    assert RewardHistory().epoch_complete(0) is None
+    arrays = RewardHistory.from_arrays(
+        ["a", "b"], [[1, 1], [1, 0]], [[0, 1], [1, 0]], [[0, 1], [1, 0]]
+    )
+    assert whole_epochs(arrays)[1]["epochs_dropped"] == 0
+    # trailing epochs without any rollout are left out
+    empty_tail = RewardHistory.from_arrays(["a"], [[2, 2, 0]], [[1, 1, 0]], [[1, 1, 0]])
+    view, info = whole_epochs(empty_tail)
+    assert view.n.shape[1] == 2 and info["epochs_dropped"] == 1
+
+
+def test_head_knows_whether_it_ends_on_a_whole_epoch():
+    h = RewardHistory()
+    _train_like(h, pool=64, batch=8, max_steps=20)  # epochs 0, 1 whole; epoch 2: 4 of 8 steps
+    assert h.head(2).last_epoch_complete is True  # cut before the partial epoch
+    assert h.head(3).last_epoch_complete is False and h.head(5).last_epoch_complete is False
+    assert whole_epochs(h.head(3))[0].n.shape[1] == 2
+    arrays = HistoryArrays(["a"], h.n[:1], h.n_correct[:1], h.reward_sum[:1])
+    assert epoch_complete(arrays, 0) is True and epoch_complete(arrays, 2) is None
+
+
+def test_rollout_logs_record_their_steps_per_epoch(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for step in range(1, 8):  # 3 steps an epoch: epochs 0, 1 whole, epoch 2 has step 7 only
+        rows = [{"prompt": f"q{k}", "response": "r", "reward": 1.0} for k in (step, step + 1)]
+        (logs / f"step_{step}.json").write_text(json.dumps(rows))
+    h = read_openrlhf_logs(logs, steps_per_epoch=3)
+    assert [h.epoch_complete(e) for e in range(3)] == [True, True, False]
+    view, info = whole_epochs(h)
+    assert view.n.shape[1] == 2 and info["partial_epoch"]["steps"] == 1
+    assert info["partial_epoch"]["of"] == 3

@@ -114,3 +114,27 @@ def test_empty_answers_are_kept_and_warned_about(capsys):
     assert sum(not p.answer for p in prompts) == 2
     assert main(["data", "check", "shipped:math_train"]) == 0
     assert "2 records have an empty answer" in capsys.readouterr().out
+
+
+def test_levels_filter_keeps_the_given_levels_in_order():
+    pool = load_prompts("synthetic:arith", levels=[1, 3], max_prompts=40)
+    assert {p.extra["level"] for p in pool} == {1, 3} and len(pool) == 40
+    every = [p for p in load_prompts("synthetic:arith") if p.extra["level"] in (1, 3)]
+    assert [p.id for p in pool] == [p.id for p in every[:40]]  # order kept, then max_prompts
+    math = load_prompts("shipped:math_train", levels=[3])
+    assert math and all(p.extra["level"] == 3 for p in math)
+
+
+def test_levels_filter_reads_level_strings_and_names_what_is_wrong(tmp_path):
+    data = tmp_path / "d.jsonl"
+    rows = [{"id": "a", "problem": "1+1", "answer": "2", "level": "Level 2"},
+            {"id": "b", "problem": "2+2", "answer": "4", "level": 3}]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [p.id for p in load_prompts(str(data), levels=[2])] == ["a"]
+    with pytest.raises(DataError, match=r"no prompts at levels \[7\]"):
+        load_prompts(str(data), levels=[7])
+    data.write_text(
+        data.read_text() + json.dumps({"id": "c", "problem": "x", "answer": "1"}) + "\n"
+    )
+    with pytest.raises(DataError, match="1 prompts have no level field.*'c'"):
+        load_prompts(str(data), levels=[2])

@@ -33,12 +33,17 @@ def _fingerprint(prompts) -> str:
 def test_sizes_ids_and_levels():
     train, test = task.load("arith", "train"), task.load("arith", "test")
     assert len(train) == 5 * task.TRAIN_PER_LEVEL == 1500
-    assert len(test) == 5 * task.TEST_PER_LEVEL == 500
+    assert len(test) == 5 * task.TEST_PER_LEVEL == 1000
     assert train[42].id == "arith-train-00042"
-    assert Counter(p.extra["level"] for p in test) == {lv: 100 for lv in task.LEVELS}
+    assert Counter(p.extra["level"] for p in test) == {lv: 200 for lv in task.LEVELS}
     assert Counter(p.extra["level"] for p in train) == {lv: 300 for lv in task.LEVELS}
-    # shuffled across levels, so a quick run's first 64 prompts still see every level
-    assert {p.extra["level"] for p in train[:64]} == set(task.LEVELS)
+    # interleaved, so that data.max_prompts keeps the levels balanced
+    for prompts in (train, test):
+        for k in (1, 3, 20, 100):
+            assert Counter(p.extra["level"] for p in prompts[: 5 * k]) == {
+                lv: k for lv in task.LEVELS
+            }
+    assert [p.extra["level"] for p in train[:10]] != [1, 2, 3, 4, 5] * 2  # in random order
     assert len({p.id for p in train}) == len(train)
 
 
@@ -53,10 +58,13 @@ def test_deterministic_and_pinned():
     assert _fingerprint(first) == _fingerprint(again)
     assert _fingerprint(task.load("arith", "test")) == TEST_FINGERPRINT
     assert _fingerprint(first) == TRAIN_FINGERPRINT
+    assert _fingerprint(task.load("arith", "warmup")) == WARMUP_FINGERPRINT
 
 
-TRAIN_FINGERPRINT = "744d7f57f0dd5f43"
-TEST_FINGERPRINT = "b73794fccd456cd9"
+TRAIN_FINGERPRINT = "7198dd31afcb7ca6"
+TEST_FINGERPRINT = "d553f0db5f4e5391"
+# limr/data/tiny_base was warmed up on this split: a change here needs `python -m limr.tiny build`
+WARMUP_FINGERPRINT = "623725a2f8926eb6"
 
 
 def test_splits_share_no_problem():
@@ -65,6 +73,23 @@ def test_splits_share_no_problem():
     for a, b in (("train", "test"), ("train", "warmup"), ("test", "warmup")):
         assert not texts[a] & texts[b], (a, b)
     assert all(len(texts[s]) == len(splits[s]) for s in task.SPLITS)  # no duplicates either
+
+
+def test_splits_share_no_reordered_twin():
+    # "43 plus 8 minus 5" and "43 minus 5 plus 8" are one problem: no split may hold both
+    def canon(p):
+        ops = re.findall(r"plus|minus", p.extra["question"])
+        numbers = p.extra["numbers"]
+        terms = sorted((1 if op == "plus" else -1, n) for op, n in zip(ops, numbers[1:]))
+        return (numbers[0], *terms)
+
+    owner = {}
+    for split in task.SPLITS:
+        for p in task.load("arith", split):
+            assert owner.setdefault(canon(p), split) == split, (p, owner[canon(p)])
+    twins = ((43, 1, 8, -1, 5), (43, -1, 5, 1, 8))
+    assert task.canonical(twins[0]) == task.canonical(twins[1])
+    assert task.canonical((43, 1, 8)) != task.canonical((43, -1, 8))
 
 
 @pytest.mark.parametrize("split", task.SPLITS)

@@ -152,3 +152,91 @@ def test_kill_and_resume_gives_exactly_the_uninterrupted_cells(tiny_model_dir, t
     assert out.returncode == 0, out.stderr[-2000:]
     got = cells(RewardHistory.load(run / "history"))
     assert got == expected
+
+
+def test_curriculum_subset_never_falls_below_one_rollout_batch(tiny_model_dir, tmp_path):
+    # 8 prompts, rollout batch 4: 2 steps an epoch. mastered_accuracy 0 calls every prompt
+    # rolled out mastered, so the update after epoch 0 keeps only its floor: min_size 1, which
+    # raised "fewer than one rollout batch" mid-run; the floor includes the batch now
+    data = write_prompts(tmp_path / "p.jsonl", n=8)
+    run = tmp_path / "run"
+    extra = {
+        "ppo.rollout_batch_size": 4, "ppo.train_batch_size": 8, "ppo.micro_batch_size": 4,
+        "trainer.max_steps": 3, "trainer.checkpoint_every": 10,
+        "curriculum.enabled": True, "curriculum.mastered_accuracy": 0.0,
+        "curriculum.min_size": 1, "curriculum.min_fraction": 0.0,
+    }  # fmt: skip
+    summary = train(load_config(None, overrides(tiny_model_dir, data, run, **extra)))
+    assert summary["steps"] == 3
+    update = summary["curriculum_schedule"][-1]
+    assert update["epoch"] == 1 and update["size"] == 4 and update["floor"] == 4
+    h = RewardHistory.load(run / "history")
+    assert int((h.n[:, 1] > 0).sum()) == 4  # epoch 1: one step over the 4 kept prompts
+
+
+NOISE = (
+    "GPU available",
+    "TPU available",
+    "HPU available",
+    "litlogger",
+    "LitLogger",
+    "LeafSpec",
+    "in eval mode",
+    "smaller than the logging interval",
+    "weights_only",
+    "Restoring states",
+    "Loading weights",
+    "Writing model shards",
+    "FutureWarning",
+    "DeprecationWarning",
+)
+
+
+def test_limr_train_is_quiet_but_real_warnings_show(tmp_path):
+    """`limr train configs/quick.yaml`: no framework noise on the terminal, in a fresh run or a
+    resumed one, while limr's own warnings (an unreadable checkpoint) still show."""
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "LIMR_VERBOSE"}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "limr", "train", str(ROOT / "configs" / "quick.yaml"),
+           f"run.run_dir={run}", "trainer.checkpoint_every=1",
+           "trainer.log_every=50"]  # fmt: skip  # log_every > steps: Lightning would warn
+    first = subprocess.run([*cmd, "trainer.max_steps=2"], env=env, capture_output=True,
+                           text=True, cwd=tmp_path)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-2000:]
+    text = first.stdout + first.stderr
+    assert "limr train: 2 steps" in text
+    assert [n for n in NOISE if n in text] == [], text
+    newest = sorted((run / "checkpoints").glob("step-*.ckpt"))[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated: limr warns and falls back
+    second = subprocess.run([*cmd, "trainer.max_steps=3", "--resume"], env=env,
+                            capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert second.returncode == 0, second.stderr[-2000:]
+    text = second.stdout + second.stderr
+    assert "UserWarning: checkpoint" in text and "unreadable" in text
+    assert "limr train: resuming" in text and "step-000001.ckpt" in text
+    assert [n for n in NOISE if n in text] == [], text
+
+
+def test_quiet_filters_only_the_known_noise(monkeypatch):
+    import logging
+    import warnings
+
+    from limr._quiet import quiet
+
+    monkeypatch.delenv("LIMR_VERBOSE", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet()
+        quiet()  # idempotent
+        eval_mode = "Found 3 module(s) in eval mode at the start of training."
+        warnings.warn(eval_mode, UserWarning, stacklevel=1)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, stacklevel=1)
+        warnings.warn("a real problem", UserWarning, stacklevel=1)
+        warnings.warn(eval_mode, RuntimeWarning, stacklevel=1)  # another category: shown
+    assert [str(w.message) for w in caught] == [
+        "a real problem",
+        "Found 3 module(s) in eval mode at the start of training.",
+    ]
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    assert not rank_zero.isEnabledFor(logging.INFO) and rank_zero.isEnabledFor(logging.WARNING)

@@ -24,7 +24,7 @@ def arith(
     top_p: float = 1.0,
     max_new_tokens: int = 16,
 ) -> Benchmark:
-    """500 held-out arithmetic problems (100 per level, ``extra["level"]``)."""
+    """1,000 held-out arithmetic problems (200 per level, ``extra["level"]``)."""
     return Benchmark(
         name="arith",
         loader=_load,

@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+QUIET_COMMANDS = ("run", "train", "eval")
+"""Commands that run the frameworks: their known noise is silenced (limr/_quiet.py)."""
+
+
 class UsageError(Exception):
     """A mistake in what the user asked for; printed without a traceback, exit 2."""
 
@@ -64,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     from limr.registry import PluginImportError, RegistryError, import_plugins
 
     args = build_parser().parse_args(argv)
+    if args.command in QUIET_COMMANDS:
+        from limr._quiet import quiet
+
+        quiet()
     try:
         modules = [m for m in args.plugins.split(",") if m.strip()]
         if modules:

@@ -4,7 +4,14 @@ LOGS is a run folder (its ``history/``), a history folder, a ``limr history expo
 folder of LIMR/OpenRLHF ``step_N.json`` rollout logs (with ``--steps-per-epoch``). One line per
 scored prompt: ``{"id": ..., "score": ...}`` (``"prompt"`` instead of ``"id"`` for rollout logs,
 which are keyed by prompt text). Prompts a selector cannot score (LIM: still missing an epoch after
-the fill) are left out and counted.
+the fill) are left out and counted. Only whole epochs are scored: a partly recorded last epoch (a
+run stopped mid-epoch) is left out, and one line says how many epochs and prompts were left out.
+
+JSON has no infinity or NaN: a score that is not finite is written as ``"score": null`` with
+``"nonfinite": "-inf"`` (or ``"inf"``, ``"nan"``) beside it. Readers (``limr select``,
+:func:`open_source`) take the score back from ``nonfinite``; a null score without it means
+unscored (the released LIMR file's convention), and a NaN counts as unscored too. Files written
+before this rule, with a bare ``-Infinity``, still read.
 
 This module also holds the input readers shared by ``limr select`` and ``limr history``.
 """
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,11 +188,16 @@ def _read_scores(path: Path, description: str) -> Source:
             continue
         src.ids.append(pid)
         if score is None:
-            continue  # unscored (null), like LIMR's prompts that missed an epoch
+            score = rec.get("nonfinite")  # limr score's -inf / inf / nan, else unscored
+            if score is None:
+                continue  # unscored (null), like LIMR's prompts that missed an epoch
         try:
-            src.scores[pid] = float(score)
+            value = float(score)
         except (TypeError, ValueError):
             problems.append(f"{where}: score {score!r} is not a number")
+            continue
+        if not math.isnan(value):  # a NaN score ranks nowhere: unscored
+            src.scores[pid] = value
     if problems:
         raise DataError(problems[:20] + ([f"... {len(problems) - 20} more"] * (len(problems) > 20)))
     if not src.ids:
@@ -248,6 +261,38 @@ def build_selector(name: str, **kwargs: Any) -> Any:
         raise UsageError(f"selector {name!r}: {err}") from None
 
 
+def score_record(id_key: str, pid: str, score: float) -> dict[str, Any]:
+    """One line of a scores file: a finite score as a number; -inf, inf and NaN (which JSON
+    cannot hold) as ``"score": null`` with ``"nonfinite": "-inf" | "inf" | "nan"``."""
+    score = float(score)
+    if math.isfinite(score):
+        return {id_key: pid, "score": score}
+    return {id_key: pid, "score": None, "nonfinite": str(score)}
+
+
+def epochs_line(info: dict[str, Any]) -> str | None:
+    """The one line on the epochs scored and the prompts left out, from ``Selection.info``
+    (None for a selector that does not report its epochs)."""
+    if "epochs_recorded" not in info:
+        return None
+    recorded, scored = info["epochs_recorded"], info.get("epochs", info["epochs_recorded"])
+    text = f"whole epochs scored: {scored} of {recorded} recorded"
+    part = info.get("partial_epoch")
+    if part:
+        steps = ""
+        if part.get("steps") is not None:
+            of = f" of {part['of']}" if part.get("of") is not None else ""
+            steps = f"{part['steps']}{of} steps, "
+        if part.get("dropped"):
+            verdict = "left out"
+        else:
+            verdict = "kept, being the only epoch"
+        text += f" (epoch {part['epoch']} is partial: {steps}{part['prompts']} prompts; {verdict})"
+    if "unscored" in info:
+        text += f"; unscored prompts: {info['unscored']} of {info.get('n_prompts', '?')}"
+    return text
+
+
 def write_jsonl(path: str | Path, records) -> int:
     """Write records atomically (temp file + rename); return how many."""
     path = Path(path)
@@ -309,16 +354,27 @@ def main(args: argparse.Namespace) -> int:
         args.selector, size=size, metric=args.metric, seed=args.seed, **kwargs
     )
     h = src.history
-    ids, scores = selector.score(h)
+    info: dict[str, Any] = {}
+    try:
+        if hasattr(selector, "select"):  # ids, scores and the epoch report at once
+            sel = selector.select(h)
+            ids, scores, info = sel.ids, sel.scores, sel.info
+        else:
+            ids, scores = selector.score(h)
+    except ValueError as err:
+        raise UsageError(f"selector {args.selector!r}: {err}") from None
     n = write_jsonl(
-        args.out,
-        ({src.id_key: pid, "score": float(s)} for pid, s in zip(ids, scores.tolist())),
+        args.out, (score_record(src.id_key, pid, s) for pid, s in zip(ids, scores.tolist()))
     )
+    epochs = info.get("epochs", h.n.shape[1])
     print(
         f"limr score: {args.selector} ({args.metric}) scored {n} of {len(h.ids)} prompts "
-        f"over {h.n.shape[1]} epochs from {src.description}; "
+        f"over {epochs} epochs from {src.description}; "
         f"{len(h.ids) - n} unscored (missing epochs); wrote {args.out}"
     )
+    line = epochs_line(info)
+    if line is not None:
+        print(f"limr score: {line}")
     return 0
 
 

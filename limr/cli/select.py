@@ -2,7 +2,11 @@
 
 Keeps the prompts to train on. The input is a reward history or rollout logs (scored here by the
 selector), or a scores JSONL (``{"id", "score"}`` lines from ``limr score``, or the released LIMR
-file with ``lim_score``, null = unscored; ``shipped:limr_reference`` names the shipped copy).
+file with ``lim_score``, null = unscored; ``shipped:limr_reference`` names the shipped copy; a
+null score with ``"nonfinite": "-inf"`` is limr's -inf, see :mod:`limr.cli.score`). A history is
+scored over its whole epochs only (a partly recorded last epoch is left out; one line says how
+many epochs and prompts were left out), and ``--selector rand`` draws from the prompts LIM scores
+(from a scores file: the ids with a score), or from every prompt with ``--selector-arg pool=all``.
 Prints how many prompts were kept and how many each nearby threshold would keep. With ``--data``
 the output holds the kept training records (in the data file's order), otherwise ``{"id",
 "score"}`` lines; either works as ``data.subset``. ``--plot DIR`` draws the score histogram with
@@ -23,8 +27,10 @@ from limr.cli.score import (
     Source,
     add_source_arguments,
     build_selector,
+    epochs_line,
     open_source,
     parse_selector_args,
+    score_record,
     write_jsonl,
 )
 from limr.prompts import DataError, iter_records, shipped_path
@@ -94,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
         n = write_jsonl(
             args.out,
             (
-                {src.id_key: pid, **({"score": scores[pid]} if pid in scores else {})}
+                score_record(src.id_key, pid, scores[pid]) if pid in scores else {src.id_key: pid}
                 for pid in kept_ids
             ),
         )
@@ -154,12 +160,22 @@ def _select_scores(src: Source, args: argparse.Namespace, size: int | None) -> d
     if args.selector == "rand":
         if size is None:
             raise UsageError("rand needs --size N or --size-of SUBSET.jsonl")
-        chooser = build_selector("rand", size=size, seed=args.seed)
+        kwargs = parse_selector_args(args.selector_arg)
+        chooser = build_selector("rand", size=size, seed=args.seed, **kwargs)
+        # as from a history: the scored prompts (pool=scored), or every id (pool=all)
+        pool = src.ids if chooser.pool == "all" else [i for i in src.ids if i in src.scores]
         try:
-            kept = chooser.choose(src.ids)
+            kept = chooser.choose(pool)
         except ValueError as err:
             raise UsageError(str(err)) from None
-        info = {"selector": "rand", "seed": args.seed, "pool": "every id of the scores file"}
+        what = "every id" if chooser.pool == "all" else "the scored ids"
+        info = {
+            "selector": "rand",
+            "seed": args.seed,
+            "pool": f"{what} of the scores file",
+            "unscored": len(src.ids) - len(pool),
+            "n_prompts": len(src.ids),
+        }
         return {
             "kept": kept,
             "scores": {},
@@ -168,6 +184,7 @@ def _select_scores(src: Source, args: argparse.Namespace, size: int | None) -> d
             "strict": False,
             "info": info,
             "n_source": len(src.ids),
+            "n_pool": len(pool),
             "random": True,
         }
     cls = SELECTORS.get(args.selector)
@@ -214,7 +231,7 @@ def nearby_counts(
 
 def _report(args: argparse.Namespace, src: Source, r: dict[str, Any]) -> None:
     info = r["info"]
-    n_scored = len(r["scores"]) if r["scores"] else r["n_source"]
+    n_scored = len(r["scores"]) if r["scores"] else r.get("n_pool", r["n_source"])
     cut = (
         f"random {r['size']} (seed {args.seed})"
         if r["random"]
@@ -228,6 +245,9 @@ def _report(args: argparse.Namespace, src: Source, r: dict[str, Any]) -> None:
         f"source: {src.description} ({r['n_source']} prompts, "
         f"{r['n_source'] - n_scored} unscored)"
     )
+    line = epochs_line(info)
+    if line is not None:
+        print(f"  {line}")
     if "never_solved_kept" in info:
         print(
             f"  never-solved prompts kept: {info['never_solved_kept']} "
@@ -358,6 +378,9 @@ def _plots(folder: Path, args: argparse.Namespace, src: Source, r: dict[str, Any
         from limr.selectors.curves import epoch_values, fill_backward_once
 
         h = src.history
+        scored_epochs = r["info"].get("epochs")
+        if isinstance(scored_epochs, int) and 0 < scored_epochs < h.n.shape[1]:
+            h = h.head(scored_epochs)  # the whole epochs the selector scored
         values_ik, present, _ = fill_backward_once(*epoch_values(h, args.metric))
         complete = present.all(dim=1)
         avg = values_ik[complete].mean(dim=0) if bool(complete.any()) else None

@@ -13,12 +13,31 @@ epoch after ``warmup_epochs`` epochs on all prompts, :meth:`Curriculum.update`:
 5. keeps the unmastered prompts with s >= theta, plus prompts never rolled out yet (they have no
    score; they get a first look) and, with ``revisit_after``, unmastered prompts left out that
    long (their frozen curves get new points);
-6. if fewer than floor = max(min_size, ceil(min_fraction * all prompts)) are kept, tops the
-   subset up with the best-scoring unmastered prompts, then the least-mastered ones.
+6. if fewer than floor = max(min_size, ceil(min_fraction * all prompts), rollout_batch_size)
+   (at most all prompts) are kept, tops the subset up with the best-scoring unmastered prompts,
+   then the least-mastered ones. The rollout batch is part of the floor because an epoch is
+   ``len(subset) // rollout_batch_size`` steps: a smaller subset could not fill one step (the 7B
+   config's 10% of 8,523 prompts is 853, below its batch of 1,024).
 
 Every update appends a dict to :attr:`Curriculum.schedule` (epoch, theta, size, mean_accuracy,
 n_mastered, ...), which :meth:`Curriculum.metrics` gives the logger and :meth:`plot_schedule`
 draws.
+
+How it behaves (worth knowing when tuning it):
+
+- a is measured on the prompts of the last epoch, i.e. on the current subset after the first
+  update, not on the whole pool; the subset lacks the mastered prompts, so a, and with it theta,
+  read lower than the pool's;
+- LIM's denominator sum_k (1 - r_avg^k)^2 is large when the average accuracy is low, so at low a
+  nearly every curve scores close to 1: a never-solved prompt scores 1 - a^2 / (1 - a)^2 for a
+  flat average a (0.89 at a = 0.25), above theta = 0.5 there. Below a ~ 0.4 every never-solved
+  prompt is kept, and theta falling with a makes it easier still (the embedded default kept 511
+  of 512). ``n_never_solved_kept`` in each schedule entry counts them;
+- mastery is one epoch's accuracy: with n samples a prompt right n times out of n (0.95 and above
+  means all of them for n < 20) is dropped, and with ``revisit_after = 0`` it returns only
+  through the floor;
+- the update is deterministic (ties keep the order of ``all_ids``) and replays identically on a
+  resume.
 """
 
 from __future__ import annotations
@@ -58,6 +77,8 @@ class Curriculum:
         revisit_after: an unmastered prompt not rolled out for this many epochs rejoins the subset
             for the coming epochs, so that its curve (and score) is brought up to date; 0 = never
             (a dropped prompt then returns only through the floor).
+        rollout_batch_size: prompts per RL step; the subset never has fewer (part of the floor).
+            The trainer passes ``ppo.rollout_batch_size``.
         metric: the per-epoch value LIM scores (accuracy or reward); theta always follows the mean
             accuracy, and mastery is always accuracy.
         seed: unused (the update is deterministic: ties keep the order of ``all_ids``).
@@ -80,6 +101,7 @@ class Curriculum:
         seed: int = 42,
         threshold: float | None = None,
         size: int | None = None,
+        rollout_batch_size: int = 1,
     ) -> None:
         if warmup_epochs < 1:
             raise ValueError("curriculum: warmup_epochs must be >= 1 (LIM needs a curve)")
@@ -97,6 +119,9 @@ class Curriculum:
         self.min_size = min_size
         if revisit_after < 0:
             raise ValueError("curriculum: revisit_after must be >= 0")
+        if rollout_batch_size < 1:
+            raise ValueError("curriculum: rollout_batch_size must be >= 1")
+        self.rollout_batch_size = int(rollout_batch_size)
         self.revisit_after = revisit_after
         self.metric = check_metric(metric)
         self.seed = seed
@@ -110,7 +135,16 @@ class Curriculum:
         )
 
     def floor(self, num_prompts: int) -> int:
-        return min(num_prompts, max(self.min_size, math.ceil(self.min_fraction * num_prompts)))
+        """The fewest prompts a subset of ``num_prompts`` keeps: max(min_size, ceil(min_fraction
+        * num_prompts), rollout_batch_size), at most num_prompts."""
+        return min(
+            num_prompts,
+            max(
+                self.min_size,
+                math.ceil(self.min_fraction * num_prompts),
+                self.rollout_batch_size,
+            ),
+        )
 
     def due(self, epoch: int) -> bool:
         """Whether :meth:`update` reselects at the start of ``epoch``."""

@@ -2,6 +2,12 @@
 
 r_i^k is prompt i's value in epoch k: its accuracy (fraction of rollouts that were correct) or,
 with ``metric="reward"``, its mean raw reward. A cell with no rollouts is missing.
+
+Every built-in offline selector scores the whole epochs of a history only (:func:`scoring_view`,
+:func:`limr.history.whole_epochs`): a partly recorded last epoch is left out, as LIMR's released
+script does, and ``Selection.info`` says how many epochs and prompts were left out
+(``epochs_recorded``, ``epochs_dropped``, ``partial_epoch``, ``unscored``). ``whole_epochs=False``
+scores every recorded epoch instead.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from limr.history import whole_epochs
 from limr.types import HistoryLike, Selection
 
 METRICS = ("accuracy", "reward")
@@ -46,6 +53,25 @@ def ids_of(history: HistoryLike, rows: torch.Tensor | None) -> list[str]:
         return [ids[j] for j in rows.tolist()]
     # numpy's object gather is ~3x faster than a list comprehension on a million ids
     return np.asarray(ids, dtype=object)[rows.numpy()].tolist()
+
+
+def scoring_view(history: HistoryLike, whole: bool = True) -> tuple[HistoryLike, dict[str, Any]]:
+    """The epochs a selector scores: the whole ones (``whole``), or all; and the epoch report."""
+    if whole:
+        return whole_epochs(history)
+    num_e = int(history.n.shape[1])
+    return history, {"epochs_recorded": num_e, "epochs_dropped": 0, "partial_epoch": None}
+
+
+def complete_after_fill(history: HistoryLike) -> torch.Tensor:
+    """[I] bool: prompts with rollouts in every epoch after LIM's one backward fill (the prompts
+    LIM's ``missing="drop"``, LINEAR and PEARSON score)."""
+    present = history.n > 0
+    if present.shape[1] > 1:
+        filled = present.clone()
+        filled[:, :-1] |= present[:, 1:]  # one pass: from the unfilled next column
+        present = filled
+    return _complete(present)
 
 
 def check_metric(metric: str) -> str:
@@ -345,7 +371,10 @@ def make_selection(
 ) -> Selection:
     """Apply the cut and build the :class:`Selection` with the usual report fields.
 
-    ``rows`` indexes the scored prompts in ``history.ids`` (None = all of them).
+    ``rows`` indexes the scored prompts in ``history.ids`` (None = all of them); ``history`` is
+    the view that was scored (its ``epochs``), ``info`` adds the selector's own fields (the epoch
+    report of :func:`scoring_view` among them). ``unscored`` = prompts of the history without a
+    score.
     """
     keep = keep_mask(scores, threshold, size, strict)
     ids = ids_of(history, rows)
@@ -356,6 +385,7 @@ def make_selection(
         "selector": name,
         "n_prompts": len(history.ids),
         "n_scored": len(ids),
+        "unscored": len(history.ids) - len(ids),
         "n_kept": int(keep.sum()),
         "never_solved_kept": int((unsolved & keep).sum()),
         "epochs": int(history.n.shape[1]),

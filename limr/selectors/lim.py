@@ -18,6 +18,7 @@ from limr.selectors.curves import (
     one_thread,
     prepare_curves,
     resolve_cut,
+    scoring_view,
 )
 from limr.types import HistoryLike, Selection
 
@@ -33,6 +34,9 @@ class LIM:
     4. s_i = 1 - sum_k (r_i^k - r_avg^k)^2 / sum_k (1 - r_avg^k)^2  (1 = follows the average).
     5. Keep s_i >= threshold (default 0.6; the paper writes >, its code >=: ``strict=True``
        for >), or the top ``size``.
+
+    Only whole epochs are scored (a partly recorded last epoch is left out, as LIMR's script
+    does; ``whole_epochs=False`` keeps it): see :func:`limr.history.whole_epochs`.
 
     ``Selection.info`` reports the metric, the average curve and how many kept prompts were never
     solved: a never-solved prompt scores 1 - sum r_avg^2 / sum (1 - r_avg)^2, which passes 0.6
@@ -50,39 +54,42 @@ class LIM:
         seed: int = 42,
         strict: bool = False,
         missing: str = "drop",
+        whole_epochs: bool = True,
     ) -> None:
         self.threshold, self.size = resolve_cut("lim", threshold, size, self.default_threshold)
         self.metric = check_metric(metric)
         self.strict = strict
+        self.whole_epochs = whole_epochs
         if missing not in ("drop", "mask"):
             raise ValueError(f"lim: missing must be 'drop' (the paper) or 'mask', got {missing!r}")
         self.missing = missing
 
     @one_thread()
     def _score(self, history: HistoryLike):
+        h, epochs = scoring_view(history, self.whole_epochs)
         if self.missing == "drop":
-            stats = lim_stats(history, self.metric)
-            return _scored(stats)
-        curves = prepare_curves(history, self.metric)
+            rows, scores, avg, counts = _scored(lim_stats(h, self.metric))
+            return h, rows, scores, avg, {**counts, **epochs}
+        curves = prepare_curves(h, self.metric)
         scores, avg = masked_lim_scores(curves.values, curves.present)
         ok = ~torch.isnan(scores)
         rows = complete_rows(ok)
         if rows is not None:
             scores = scores[rows]
         counts = {"filled_cells": curves.filled_cells, "dropped_missing": int((~ok).sum())}
-        return rows, scores, avg, counts
+        return h, rows, scores, avg, {**counts, **epochs}
 
     def score(self, history: HistoryLike) -> tuple[list[str], torch.Tensor]:
         """The scored ids and their LIM scores [I'] float64."""
-        rows, scores, _, _ = self._score(history)
-        return ids_of(history, rows), scores
+        h, rows, scores, _, _ = self._score(history)
+        return ids_of(h, rows), scores
 
     @one_thread()
     def select(self, history: HistoryLike) -> Selection:
-        rows, scores, avg, counts = self._score(history)
+        h, rows, scores, avg, counts = self._score(history)
         return make_selection(
             "lim",
-            history,
+            h,
             rows,
             scores,
             self.threshold,
@@ -100,8 +107,8 @@ class PearsonToAverage:
     """Pearson correlation of a prompt's curve with the average curve (the LIMR blog's sketch).
 
     Not LIM (LIM is a normalised squared distance, see ``lim``): offered under its own name.
-    Curves as LIM's (one backward fill, incomplete prompts dropped); a flat curve scores 0.
-    Default threshold 0.6.
+    Curves as LIM's (one backward fill, incomplete prompts dropped, whole epochs only); a flat
+    curve scores 0. Default threshold 0.6.
     """
 
     kind = "offline"
@@ -113,24 +120,28 @@ class PearsonToAverage:
         size: int | None = None,
         metric: str = "accuracy",
         seed: int = 42,
+        whole_epochs: bool = True,
     ) -> None:
         self.threshold, self.size = resolve_cut("pearson", threshold, size, self.default_threshold)
         self.metric = check_metric(metric)
+        self.whole_epochs = whole_epochs
 
     @one_thread()
     def _score(self, history: HistoryLike):
-        return _scored(correlation_stats(history, self.metric, None))
+        h, epochs = scoring_view(history, self.whole_epochs)
+        rows, scores, avg, counts = _scored(correlation_stats(h, self.metric, None))
+        return h, rows, scores, avg, {**counts, **epochs}
 
     def score(self, history: HistoryLike) -> tuple[list[str], torch.Tensor]:
-        rows, scores, _, _ = self._score(history)
-        return ids_of(history, rows), scores
+        h, rows, scores, _, _ = self._score(history)
+        return ids_of(h, rows), scores
 
     @one_thread()
     def select(self, history: HistoryLike) -> Selection:
-        rows, scores, avg, counts = self._score(history)
+        h, rows, scores, avg, counts = self._score(history)
         return make_selection(
             "pearson",
-            history,
+            h,
             rows,
             scores,
             self.threshold,

@@ -6,8 +6,9 @@ Definition: the Pearson correlation between a prompt's curve r_i^k and the epoch
     s_i = sum_k (r_i^k - m_i)(k - m) / sqrt(sum_k (r_i^k - m_i)^2 * sum_k (k - m)^2),
     m_i = mean_k r_i^k,  m = (E - 1) / 2,
 
-with LIM's curves (one backward fill, prompts still missing an epoch dropped) and s_i = 0 for a
-flat curve. Keep s_i >= 0.7 (the paper's theta).
+with LIM's curves (one backward fill, prompts still missing an epoch dropped, whole epochs only:
+a partly recorded last epoch is left out) and s_i = 0 for a flat curve. Keep s_i >= 0.7 (the
+paper's theta).
 
 Why this one: it is the textbook measure of "consistency of a steady trend" (the sign of the
 least-squares slope times the square root of its R^2), so it rewards steadiness and direction,
@@ -31,6 +32,7 @@ from limr.selectors.curves import (
     one_thread,
     resolve_cut,
     row_correlation,
+    scoring_view,
 )
 from limr.types import HistoryLike, Selection
 
@@ -53,29 +55,33 @@ class Linear:
         size: int | None = None,
         metric: str = "accuracy",
         seed: int = 42,
+        whole_epochs: bool = True,
     ) -> None:
         self.threshold, self.size = resolve_cut("linear", threshold, size, self.default_threshold)
         self.metric = check_metric(metric)
+        self.whole_epochs = whole_epochs
 
     @one_thread()
     def _score(self, history: HistoryLike):
-        num_e = history.n.shape[1]
-        stats = correlation_stats(history, self.metric, torch.arange(num_e, dtype=torch.float64))
+        h, epochs = scoring_view(history, self.whole_epochs)
+        num_e = h.n.shape[1]
+        stats = correlation_stats(h, self.metric, torch.arange(num_e, dtype=torch.float64))
         rows = complete_rows(stats.complete)
         scores = stats.scores if rows is None else stats.scores[rows]
         dropped = 0 if rows is None else len(stats.complete) - len(rows)
-        return rows, scores, {"filled_cells": stats.filled_cells, "dropped_missing": dropped}
+        counts = {"filled_cells": stats.filled_cells, "dropped_missing": dropped}
+        return h, rows, scores, {**counts, **epochs}
 
     def score(self, history: HistoryLike) -> tuple[list[str], torch.Tensor]:
-        rows, scores, _ = self._score(history)
-        return ids_of(history, rows), scores
+        h, rows, scores, _ = self._score(history)
+        return ids_of(h, rows), scores
 
     @one_thread()
     def select(self, history: HistoryLike) -> Selection:
-        rows, scores, counts = self._score(history)
+        h, rows, scores, counts = self._score(history)
         return make_selection(
             "linear",
-            history,
+            h,
             rows,
             scores,
             self.threshold,

@@ -8,6 +8,8 @@
   Reason at the Frontier of Learnability", arXiv 2502.12272): largest for p = 0.5, 0 for
   prompts always or never solved. p pools the rollouts of the last ``window`` epochs (None = all).
   The default threshold 0.16 keeps 0.2 <= p <= 0.8 (PRIME's band).
+
+Both score the whole epochs of a history only, like LIM (``whole_epochs=False``: every epoch).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from limr.selectors.curves import (
     make_selection,
     one_thread,
     resolve_cut,
+    scoring_view,
 )
 from limr.types import HistoryLike, Selection
 
@@ -47,12 +50,19 @@ class Variance:
         size: int | None = None,
         metric: str = "accuracy",
         seed: int = 42,
+        whole_epochs: bool = True,
     ) -> None:
         self.threshold, self.size = resolve_cut("variance", threshold, size, None)
         self.metric = check_metric(metric)
+        self.whole_epochs = whole_epochs
 
     @one_thread()
     def _score(self, history: HistoryLike):
+        h, epochs = scoring_view(history, self.whole_epochs)
+        rows, scores = self._variance(h)
+        return h, rows, scores, epochs
+
+    def _variance(self, history: HistoryLike):
         n = history.n
         num = history.n_correct if self.metric == "accuracy" else history.reward_sum
         var = torch.empty(n.shape[0], dtype=torch.float64)
@@ -68,14 +78,14 @@ class Variance:
         return rows, var[rows]
 
     def score(self, history: HistoryLike) -> tuple[list[str], torch.Tensor]:
-        rows, scores = self._score(history)
-        return ids_of(history, rows), scores
+        h, rows, scores, _ = self._score(history)
+        return ids_of(h, rows), scores
 
     @one_thread()
     def select(self, history: HistoryLike) -> Selection:
-        rows, scores = self._score(history)
+        h, rows, scores, epochs = self._score(history)
         return make_selection(
-            "variance", history, rows, scores, self.threshold, self.size, metric=self.metric
+            "variance", h, rows, scores, self.threshold, self.size, metric=self.metric, **epochs
         )
 
 
@@ -98,6 +108,7 @@ class Learnability:
         metric: str = "accuracy",
         seed: int = 42,
         window: int | None = None,
+        whole_epochs: bool = True,
     ) -> None:
         self.threshold, self.size = resolve_cut(
             "learnability", threshold, size, self.default_threshold
@@ -106,9 +117,15 @@ class Learnability:
         if window is not None and window < 1:
             raise ValueError(f"learnability: window must be >= 1 or None, got {window}")
         self.window = window
+        self.whole_epochs = whole_epochs
 
     @one_thread()
     def _score(self, history: HistoryLike):
+        h, epochs = scoring_view(history, self.whole_epochs)
+        rows, scores = self._learnability(h)
+        return h, rows, scores, epochs
+
+    def _learnability(self, history: HistoryLike):
         n, nc = history.n, history.n_correct
         if self.window is not None:
             n, nc = n[:, -self.window :], nc[:, -self.window :]
@@ -122,19 +139,20 @@ class Learnability:
         return rows, scores[rows]
 
     def score(self, history: HistoryLike) -> tuple[list[str], torch.Tensor]:
-        rows, scores = self._score(history)
-        return ids_of(history, rows), scores
+        h, rows, scores, _ = self._score(history)
+        return ids_of(h, rows), scores
 
     @one_thread()
     def select(self, history: HistoryLike) -> Selection:
-        rows, scores = self._score(history)
+        h, rows, scores, epochs = self._score(history)
         return make_selection(
             "learnability",
-            history,
+            h,
             rows,
             scores,
             self.threshold,
             self.size,
             metric="accuracy",
             window=self.window,
+            **epochs,
         )

@@ -208,3 +208,97 @@ def test_user_errors_exit_2(tmp_path, capsys):
     assert "bad.jsonl:2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["select", str(run), "--threshold", "0.5", "--size", "3", "--out", o])
+
+
+def _partial_run(tmp_path: Path) -> Path:
+    """A run stopped mid-epoch: 24 prompts, 4 a step, 6 steps an epoch; epoch 1 has 4 of 6."""
+    run = tmp_path / "partial"
+    h = RewardHistory(run / "history")
+    gen = torch.Generator().manual_seed(0)
+    for step in range(10):
+        epoch, pos = divmod(step, 6)
+        perm = torch.randperm(24, generator=torch.Generator().manual_seed(epoch))
+        ids = [f"q{i}" for i in perm[pos * 4 : pos * 4 + 4].tolist() for _ in range(4)]
+        correct = torch.rand(len(ids), generator=gen) < 0.3 * (epoch + 1)
+        h.record(step, epoch, ids, correct, correct.float(), epoch_steps=6)
+        h.commit(step)
+    return run
+
+
+def test_score_and_select_use_whole_epochs_and_say_so(tmp_path, capsys):
+    run = _partial_run(tmp_path)
+    scores = tmp_path / "scores.jsonl"
+    assert main(["score", str(run), "--out", str(scores)]) == 0
+    out = capsys.readouterr().out
+    assert len(_lines(scores)) == 24  # before: the 8 prompts epoch 1 had not reached, unscored
+    assert "scored 24 of 24 prompts over 1 epochs" in out
+    line = next(x for x in out.splitlines() if "whole epochs scored" in x)
+    assert "1 of 2 recorded" in line and "epoch 1 is partial: 4 of 6 steps, 16 prompts" in line
+    assert "left out" in line and "unscored prompts: 0 of 24" in line
+    sub = tmp_path / "sub.jsonl"
+    assert (
+        main(["select", str(run), "--size", "5", "--out", str(sub), "--plot", str(tmp_path)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "kept 5 of 24 scored prompts" in out and "whole epochs scored: 1 of 2" in out
+    # RAND draws from the same 24
+    assert main(["select", str(run), "--selector", "rand", "--size", "24", "--out", str(sub)]) == 0
+    assert len(_lines(sub)) == 24
+
+
+def test_nonfinite_scores_are_written_as_null_and_read_back(tmp_path, capsys, monkeypatch):
+    plugin = tmp_path / "neginf_selector_plugin.py"
+    plugin.write_text(
+        "import torch\n"
+        "from limr.registry import register_selector\n"
+        "from limr.types import Selection\n"
+        "@register_selector('test_neginf')\n"
+        "class NegInf:\n"
+        "    '''Scores -inf, 0.5, inf, nan.'''\n"
+        "    kind = 'offline'\n"
+        "    default_threshold = 0.0\n"
+        "    def __init__(self, threshold=None, size=None, metric='accuracy', seed=42):\n"
+        "        self.size = size\n"
+        "    def select(self, history):\n"
+        "        s = torch.tensor([-float('inf'), 0.5, float('inf'), float('nan')],\n"
+        "                         dtype=torch.float64)[: len(history.ids)]\n"
+        "        return Selection(list(history.ids), s, s >= 0, 0.0, {})\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from limr.registry import SELECTORS
+
+    h = RewardHistory(tmp_path / "run" / "history")
+    for step in range(2):
+        ids = ["a", "b", "c", "d"]
+        h.record(step, step, ids, torch.tensor([1, 0, 1, 0]), torch.ones(4))
+        h.commit(step)
+    out = tmp_path / "scores.jsonl"
+    try:
+        args = ["score", str(tmp_path / "run"), "--selector", "test_neginf"]
+        assert main([*args, "--plugins", "neginf_selector_plugin", "--out", str(out)]) == 0
+    finally:
+        SELECTORS._entries.pop("test_neginf", None)
+    text = out.read_text()
+    assert "Infinity" not in text and "NaN" not in text  # valid JSON
+    rows = [json.loads(x) for x in text.splitlines()]
+    assert rows == [
+        {"id": "a", "score": None, "nonfinite": "-inf"},
+        {"id": "b", "score": 0.5},
+        {"id": "c", "score": None, "nonfinite": "inf"},
+        {"id": "d", "score": None, "nonfinite": "nan"},
+    ]
+    capsys.readouterr()
+    # limr select reads them back: -inf and inf are scores, NaN is unscored
+    sub = tmp_path / "sub.jsonl"
+    assert main(["select", str(out), "--size", "3", "--out", str(sub)]) == 0
+    assert "kept 3 of 3 scored prompts" in capsys.readouterr().out
+    assert [r["id"] for r in _lines(sub)] == ["a", "b", "c"]
+    assert _lines(sub)[0] == {"id": "a", "score": None, "nonfinite": "-inf"}
+    assert main(["select", str(out), "--threshold", "0.4", "--out", str(sub)]) == 0
+    assert [r["id"] for r in _lines(sub)] == ["b", "c"]
+    # a file from before, with a bare -Infinity, still reads; a null without nonfinite is unscored
+    old = tmp_path / "old.jsonl"
+    old.write_text('{"id": "a", "score": -Infinity}\n{"id": "b", "score": 0.1}\n'
+                   '{"id": "c", "score": null}\n')  # fmt: skip
+    assert main(["select", str(old), "--size", "5", "--out", str(sub)]) == 0
+    assert "kept 2 of 2 scored prompts" in capsys.readouterr().out

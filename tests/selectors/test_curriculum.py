@@ -145,3 +145,27 @@ def test_revisit_brings_back_stale_prompts(make_history):
     assert cur.schedule[-1]["n_revisited"] == 1
     # last seen at epoch 0, 3 - 0 = 3 epochs ago: stale for revisit_after=2, not for 3
     assert "c" not in _curriculum(revisit_after=3).update(h, 3, all_ids)
+
+
+def test_the_floor_is_at_least_one_rollout_batch(make_history):
+    # pool 64, rollout batch 16: 60 prompts mastered (4/4 right), 4 still learning, none passing
+    # theta; a floor of 4 keeps the 4. Without the batch in the floor the trainer could not fill
+    # one step with them (on the 7B config: 10% of 8,523 prompts = 853 < a batch of 1,024).
+    curves = {f"m{i}": [0.75, 1.0] for i in range(60)}
+    curves.update({f"l{i}": [0.0, 0.25] for i in range(4)})
+    h = make_history(curves)
+    all_ids = list(curves)
+    learning = [f"l{i}" for i in range(4)]
+    assert _curriculum(min_size=4, min_fraction=0.0).update(h, 2, all_ids) == learning
+    cur = _curriculum(min_size=4, min_fraction=0.0, rollout_batch_size=16)
+    chosen = cur.update(h, 2, all_ids)
+    assert len(chosen) == 16 and cur.floor(64) == 16
+    assert set(chosen) >= set(learning)  # the 4 it would keep, then 12 mastered ones
+    assert cur.schedule[-1]["n_topped_up"] == 16 and cur.schedule[-1]["floor"] == 16
+    # the floor never exceeds the pool; and a bad batch is refused
+    assert _curriculum(rollout_batch_size=100).floor(64) == 64
+    with pytest.raises(ValueError, match="rollout_batch_size"):
+        _curriculum(rollout_batch_size=0)
+    # the config defaults at the 7B scale: min_fraction 0.1 of 8,523 would give 853
+    paper = SELECTORS.build("curriculum", rollout_batch_size=1024)
+    assert paper.floor(8523) == 1024 and SELECTORS.build("curriculum").floor(8523) == 853

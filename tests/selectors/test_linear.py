@@ -28,13 +28,17 @@ def test_linear_hand_computed(make_history):
         },
         n=2,
     )
-    # The 4th epoch is absent for all of them: nothing to fill from, so all are dropped ...
-    assert SELECTORS.build("linear").select(h).ids == []
+    # The 4th epoch has no rollout at all: scoring uses whole epochs, so it is left out ...
+    sel4 = SELECTORS.build("linear").select(h)
+    assert sel4.ids == ["rise", "fall", "flat", "bump"] and sel4.info["epochs_dropped"] == 1
+    # ... while scoring it leaves nothing to fill from: every prompt would be dropped
+    assert SELECTORS.build("linear", whole_epochs=False).select(h).ids == []
     h3 = make_history(
         {"rise": [0, 0.5, 1], "fall": [1, 0.5, 0], "flat": [0.5] * 3, "bump": [0, 1, 0.5]}, n=2
     )
     sel = SELECTORS.build("linear").select(h3)
     assert sel.scores.tolist() == pytest.approx([1.0, -1.0, 0.0, 0.5])
+    assert sel4.scores.tolist() == pytest.approx([1.0, -1.0, 0.0, 0.5])
     assert sel.kept_ids == ["rise"]  # default threshold 0.7
     assert sel.info["definition"] == "pearson(r_i^k, k)"
     slow = make_history({"slow": [0, 0.25, 0.25, 0.5]})
