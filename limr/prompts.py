@@ -8,7 +8,9 @@ starts, so a bad line never costs a half-finished run.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +81,19 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, Any]]:
 
 
 def _as_text(value: Any) -> str:
-    # AMC answers are floats (27.0): write integral floats as integers.
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    """A record value as text; numbers in plain positional notation.
+
+    AMC answers are floats (27.0): integral floats are written as integers. Other floats are
+    written with the shortest digits that read back as the same float and never in exponent
+    notation: ``str(1e-05)`` is ``"1e-05"``, which an answer checker reads as Euler's e minus 5.
+    """
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        if value.is_integer():
+            return str(int(value))
+        text = format(Decimal(repr(value)), "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
     return str(value)
 
 

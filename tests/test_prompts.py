@@ -138,3 +138,14 @@ def test_levels_filter_reads_level_strings_and_names_what_is_wrong(tmp_path):
     )
     with pytest.raises(DataError, match="1 prompts have no level field.*'c'"):
         load_prompts(str(data), levels=[2])
+
+
+def test_float_golds_are_written_without_exponents(tmp_path):
+    # str(1e-05) is "1e-05", which a checker reads as e - 5
+    data = tmp_path / "d.jsonl"
+    golds = [1e-05, 0.5, 27.0, 2.5e-10, 123456789.25, -0.001]
+    rows = [{"id": str(i), "problem": "p", "answer": g} for i, g in enumerate(golds)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    answers = [p.answer for p in load_prompts(str(data))]
+    assert answers == ["0.00001", "0.5", "27", "0.00000000025", "123456789.25", "-0.001"]
+    assert all(float(a) == g for a, g in zip(answers, golds))
