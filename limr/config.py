@@ -180,8 +180,10 @@ class PPOConfig:
     """Discount."""
     lam: float = 0.95
     """GAE lambda."""
-    whiten_advantages: bool = True
-    """Normalise advantages to mean 0, std 1 over the batch."""
+    whiten_advantages: bool | None = None
+    """Normalise advantages to mean 0, std 1 over the batch's tokens; None = yes for gae and
+    reinforce_pp, no for grpo and rloo (already normalised per group: whitening again gives a group
+    whose samples all agree a non-zero advantage)."""
     entropy_coef: float = 0.0
     """Entropy bonus in the policy loss."""
     old_logprobs: str = "auto"

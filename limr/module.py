@@ -229,7 +229,7 @@ class PPOModule(L.LightningModule):
         kl_horizon: int = 10000,
         gamma: float = 1.0,
         lam: float = 0.95,
-        whiten_advantages: bool = True,
+        whiten_advantages: bool | None = None,
         entropy_coef: float = 0.0,
         old_logprobs: str = "auto",
         actor_lr: float = 1e-6,
@@ -288,6 +288,11 @@ class PPOModule(L.LightningModule):
         )
         self.gamma = gamma
         self.lam = lam
+        # GRPO/RLOO advantages are already normalised within each group; whitening them again over
+        # the batch's tokens would give a group whose samples all agree a non-zero advantage
+        # whenever response length correlates with reward (OpenRLHF also leaves them alone).
+        if whiten_advantages is None:
+            whiten_advantages = estimator not in ("grpo", "rloo")
         self.whiten_advantages = whiten_advantages
         self.entropy_coef = entropy_coef
         if old_logprobs not in ("auto", "sampler", "recompute"):
