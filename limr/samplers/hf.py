@@ -49,6 +49,27 @@ def response_mask_and_finished(
     return mask, finished
 
 
+def stop_end(tokenizer: Any, ids: Sequence[int], stop: Sequence[str]) -> int | None:
+    """The number of leading tokens of ``ids`` whose text first holds a stop string (None when
+    none does): the response's length when a stop string ended it. Binary search over prefixes
+    (a prefix that holds a stop string is held by every longer one)."""
+
+    def hit(k: int) -> bool:
+        text = tokenizer.decode(list(ids[:k]), skip_special_tokens=True)
+        return any(s in text for s in stop)
+
+    if not ids or not hit(len(ids)):
+        return None
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if hit(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 class _StopInResponse:
     """Stop a row once its response text holds a stop string.
 
@@ -150,10 +171,17 @@ class HFSampler:
             [r[m].tolist() for r, m in zip(response_ids, mask)], skip_special_tokens=True
         )
         if stop:
-            # A stop string ends the response without EOS: it is finished.
-            for i, text in enumerate(texts):
-                if not finished[i] and any(s in text for s in stop):
+            # A stop string ends the response without EOS: it is finished, and what the decoder
+            # wrote after it (padding, which need not be an EOS id) is not part of the response.
+            for i in range(len(texts)):
+                if finished[i]:
+                    continue
+                ids = response_ids[i][mask[i]].tolist()
+                end = stop_end(self.tokenizer, ids, stop)
+                if end is not None:
+                    mask[i, end:] = False
                     finished[i] = True
+                    texts[i] = self.tokenizer.decode(ids[:end], skip_special_tokens=True)
         response_ids = response_ids.masked_fill(~mask, self.pad_id)
         lp_all = pad_stack(logprobs, 0.0).masked_fill(~mask, 0.0)
         return Rollout(

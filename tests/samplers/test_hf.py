@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from limr.registry import SAMPLERS, import_plugins
@@ -65,3 +66,49 @@ def test_hf_sampler_greedy_is_deterministic(tiny_policy, tiny_tokenizer):
     b = sampler.generate(["2+2=", "9-3="], n=1, temperature=0, max_new_tokens=5)
     assert a.texts == b.texts
     assert torch.equal(a.response_ids, b.response_ids)
+
+
+@pytest.mark.parametrize("decoder", ["loop", "generate"])
+def test_a_stop_string_ends_the_response_mask_when_pad_is_not_eos(
+    tiny_policy, tiny_tokenizer, decoder
+):
+    # the digits are stop strings: rows stop at different lengths, and the padding written after
+    # a stop (pad 0 is not EOS 1) must not count as response
+    import_plugins()
+    eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
+    assert pad != eos
+    sampler = SAMPLERS.build(
+        "hf", model=tiny_policy, tokenizer=tiny_tokenizer, batch_size=4, decoder=decoder
+    )
+    digits = list("0123456789")
+    out = sampler.generate(
+        ["1+1=", "12+30=", "7*8=", "9-3="], n=4, temperature=1.0, max_new_tokens=12, stop=digits,
+        seed=0,
+    )  # fmt: skip
+    width = out.response_ids.shape[1]
+    stopped_early = 0
+    for row, m, done, text in zip(out.response_ids, out.response_mask, out.finished, out.texts):
+        n_real = int(m.sum())
+        assert m[:n_real].all() and not m[n_real:].any()  # the response, then nothing
+        ids = row[:n_real].tolist()
+        found = [c for c in tiny_tokenizer.decode(ids, skip_special_tokens=True) if c in digits]
+        if ids[-1] == eos:  # ended by EOS, no stop string before it
+            assert done and not found
+        elif done:  # ended by its first stop string, nothing after it
+            assert len(found) == 1 and text.endswith(found[0]), (ids, text)
+            stopped_early += n_real < width
+        else:  # cut at the token limit
+            assert n_real == width == 12 and not found
+    assert stopped_early > 0  # rows that stopped while others went on: padding was written
+    assert (out.logprobs[~out.response_mask] == 0).all()
+    assert (out.response_ids[~out.response_mask] == pad).all()
+
+
+def test_stop_end_finds_the_first_prefix_with_a_stop_string(tiny_tokenizer):
+    from limr.samplers.hf import stop_end
+
+    ids = tiny_tokenizer("ab==cd", add_special_tokens=False)["input_ids"]
+    assert stop_end(tiny_tokenizer, ids, ["=="]) == 4
+    assert stop_end(tiny_tokenizer, ids, ["d"]) == 6
+    assert stop_end(tiny_tokenizer, ids, ["zz"]) is None
+    assert stop_end(tiny_tokenizer, [], ["a"]) is None
