@@ -650,6 +650,11 @@ class PPOModule(L.LightningModule):
             else:
                 minibatches = [torch.zeros(0, dtype=torch.long)] * num_minibatches
             for mb in minibatches:
+                if self._rows_on_all_ranks(len(mb)) == 0:
+                    # no rollout on any rank (filters, an empty batch): no gradient, so neither
+                    # the optimiser (AdamW would move on stale momentum) nor the schedule steps;
+                    # every rank sees the same total, so all skip together
+                    continue
                 optimizer.zero_grad(set_to_none=False)
                 micro = torch.split(mb, self.micro_batch_size) if len(mb) else []
                 if fused:
@@ -733,6 +738,14 @@ class PPOModule(L.LightningModule):
     def _no_sync(self) -> Any:
         block = getattr(self.trainer.strategy, "block_backward_sync", None)
         return block() if block is not None else contextlib.nullcontext()
+
+    def _rows_on_all_ranks(self, rows: int) -> int:
+        """Rollouts in this mini-batch summed over processes (the same number on every rank)."""
+        if self.world <= 1 or not (dist.is_available() and dist.is_initialized()):
+            return rows
+        total = torch.tensor([rows], dtype=torch.long, device=self.device)
+        dist.all_reduce(total)
+        return int(total.item())
 
     def _all_reduce_grads(self) -> None:
         """Average gradients over processes ourselves: every backward runs without DDP's reducer

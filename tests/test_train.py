@@ -240,3 +240,42 @@ def test_quiet_filters_only_the_known_noise(monkeypatch):
     ]
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     assert not rank_zero.isEnabledFor(logging.INFO) and rank_zero.isEnabledFor(logging.WARNING)
+
+
+def test_a_step_with_no_rollouts_left_moves_nothing(tiny_model_dir, tmp_path):
+    """Step 1 trains (AdamW gains momentum); in step 2 the online filter drops every group: the
+    optimiser and the learning-rate schedule must not step (stale momentum would move weights)."""
+    import lightning as L
+
+    from limr.train import weights_digest
+
+    class DropAllAtStep2(L.Callback):
+        def __init__(self) -> None:
+            self.digests, self.lrs = [], []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # noqa: ARG002
+            if module.rl_step == 1:
+                module.group_filter = lambda correct, rewards: torch.zeros(  # noqa: ARG005
+                    len(correct), dtype=torch.bool
+                )
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ARG002
+            self.digests.append(weights_digest(module.policy))
+            self.lrs.append(module.optimizers().param_groups[0]["lr"])
+
+    data = write_prompts(tmp_path / "p.jsonl")
+    cfg = load_config(
+        None, overrides(tiny_model_dir, data, tmp_path / "run", **{"ppo.warmup_steps": 4})
+    )
+    spy = DropAllAtStep2()
+    train(cfg, callbacks=[spy])
+    before = weights_digest(load_policy_weights(tiny_model_dir))
+    assert spy.digests[0] != before  # step 1 trained
+    assert spy.digests[1] == spy.digests[0]  # step 2 had nothing to train on: nothing moved
+    assert spy.lrs[1] == spy.lrs[0]  # and the warm-up schedule did not advance
+
+
+def load_policy_weights(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path)
