@@ -379,6 +379,7 @@ class Pipeline:
         and RAND (the size of the first) from the FULL run's reward history."""
         from limr.history import RewardHistory
         from limr.registry import SELECTORS, import_plugins
+        from limr.selectors.curves import score_record
 
         import_plugins(self.cfg.plugins)
         out_dir = self.root / "selections"
@@ -405,7 +406,7 @@ class Pipeline:
             _write_text(path, "".join(json.dumps({"id": i}) + "\n" for i in sel.kept_ids))
             scores_path = out_dir / f"{name}-s{seed}.scores.jsonl"
             rows = [
-                {"id": i, "score": _finite(float(s)), "kept": bool(k)}
+                {**score_record("id", i, s), "kept": bool(k)}
                 for i, s, k in zip(sel.ids, sel.scores.tolist(), sel.keep.tolist())
             ]
             _write_text(scores_path, "".join(json.dumps(r) + "\n" for r in rows))
@@ -535,10 +536,6 @@ def _cut(sel: Any) -> str:
     return f"top {sel.info.get('size', len(sel.kept_ids))}"
 
 
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
 def nearby_counts(scores: list[float], threshold: float | None) -> dict[str, int]:
     """How many prompts each threshold near ``threshold`` would keep (>=)."""
     center = 0.6 if threshold is None else threshold
@@ -571,7 +568,10 @@ def evaluate_model(cfg: LimrConfig, model_path: str, *, seed: int) -> dict:
 
         torch.set_num_threads(cfg.trainer.num_threads)
     policy, tokenizer = load_policy(model_path, dtype=cfg.model.dtype)
-    return evaluate_policy(cfg, policy, tokenizer, seed=seed, progress=cfg.trainer.progress)
+    return evaluate_policy(
+        cfg, policy, tokenizer, seed=seed, progress=cfg.trainer.progress,
+        max_problems=cfg.eval.max_problems,
+    )  # fmt: skip
 
 
 def evaluate_policy(
@@ -581,10 +581,10 @@ def evaluate_policy(
     *,
     seed: int,
     progress: bool,
-    max_problems: int | None | str = "config",
+    max_problems: int | None,
 ) -> dict:
-    """Evaluate a loaded policy on ``run.eval_benchmarks`` (greedy etc. per benchmark protocol);
-    ``max_problems`` overrides ``eval.max_problems`` (None = every problem)."""
+    """Evaluate a loaded policy on ``run.eval_benchmarks`` (greedy etc. per benchmark protocol),
+    the first ``max_problems`` problems of each (None = all)."""
     from limr.benchmarks.evaluate import evaluate
     from limr.prompts import format_prompt
     from limr.registry import BENCHMARKS, SAMPLERS, import_plugins
@@ -614,7 +614,7 @@ def evaluate_policy(
         top_p=e.top_p,
         max_new_tokens=e.max_new_tokens,
         batch_size=e.batch_size,
-        max_problems=e.max_problems if max_problems == "config" else max_problems,
+        max_problems=max_problems,
         seed=seed,
         progress=progress,
     )

@@ -38,6 +38,7 @@ from limr.history import (
     step_files,
 )
 from limr.prompts import DATA_DIR, DataError
+from limr.selectors.curves import score_record
 
 REFERENCE_SCORES = DATA_DIR / "limr_reference" / "selection.jsonl"
 """The released LIMR scores, shipped: ``shipped:limr_reference`` on the command line."""
@@ -259,15 +260,6 @@ def build_selector(name: str, **kwargs: Any) -> Any:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise UsageError(f"selector {name!r}: {err}") from None
-
-
-def score_record(id_key: str, pid: str, score: float) -> dict[str, Any]:
-    """One line of a scores file: a finite score as a number; -inf, inf and NaN (which JSON
-    cannot hold) as ``"score": null`` with ``"nonfinite": "-inf" | "inf" | "nan"``."""
-    score = float(score)
-    if math.isfinite(score):
-        return {id_key: pid, "score": score}
-    return {id_key: pid, "score": None, "nonfinite": str(score)}
 
 
 def epochs_line(info: dict[str, Any]) -> str | None:

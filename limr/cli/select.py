@@ -30,10 +30,10 @@ from limr.cli.score import (
     epochs_line,
     open_source,
     parse_selector_args,
-    score_record,
     write_jsonl,
 )
 from limr.prompts import DataError, iter_records, shipped_path
+from limr.selectors.curves import score_record
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
