@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from limr.config import ConfigError, LimrConfig
+from limr.pipeline import N_STAGES
 
 if TYPE_CHECKING:
     from limr.pipeline import Job, Pipeline
@@ -167,13 +168,13 @@ def _priority(job: Job, index: int) -> tuple[int, int]:
 
 
 def _start_line(job: Job) -> str:
-    return f"[{job.stage}/6] {job.label} ..."
+    return f"[{job.stage}/{N_STAGES}] {job.label} ..."
 
 
 def _end_line(job: Job, result: dict, seconds: float | None) -> str:
     summary = result.get("_summary", "") if isinstance(result, dict) else ""
     dt = f"{seconds:.1f} s" if seconds is not None else ""
-    return f"[{job.stage}/6] {job.label}: {', '.join(x for x in (summary, dt) if x)}"
+    return f"[{job.stage}/{N_STAGES}] {job.label}: {', '.join(x for x in (summary, dt) if x)}"
 
 
 def run_jobs(
@@ -303,7 +304,8 @@ class _Scheduler:
                             f"{job.name} ({job.label}): {type(err).__name__}: {err}"
                         )
                         self.emit(
-                            f"[{job.stage}/6] {job.label}: FAILED: {type(err).__name__}: {err}"
+                            f"[{job.stage}/{N_STAGES}] {job.label}: "
+                            f"FAILED: {type(err).__name__}: {err}"
                         )
                         return
                     seconds = time.time() - t0
@@ -326,7 +328,7 @@ class _Scheduler:
                 idle.proc.join(timeout=1.0)
                 what = f"worker {idle.index} died ({_exit_text(idle.proc.exitcode)})"
                 self.failures.append(f"{what} before {job.name} ({job.label}) could start")
-                self.emit(f"[{job.stage}/6] {job.label}: not started: {what}")
+                self.emit(f"[{job.stage}/{N_STAGES}] {job.label}: not started: {what}")
                 return
             self.started.add(job.name)
             self.emit(f"{_start_line(job)} (worker {idle.index}, log {self._rel(log_path)})")
@@ -365,7 +367,7 @@ class _Scheduler:
                 f"  its log: {log_path}"
             )
             self.emit(
-                f"[{job.stage}/6] {job.label}: FAILED after {seconds:.1f} s: {what} "
+                f"[{job.stage}/{N_STAGES}] {job.label}: FAILED after {seconds:.1f} s: {what} "
                 f"(log {self._rel(log_path)})"
             )
             running_now = self._running_text()
@@ -392,7 +394,7 @@ class _Scheduler:
                 ]
                 pids = ", ".join(str(w.proc.pid) for w in self.pool)
                 self.emit(
-                    f"[2-5/6] {len(todo)} jobs on {n} worker processes (pids {pids}; "
+                    f"[2-5/{N_STAGES}] {len(todo)} jobs on {n} worker processes (pids {pids}; "
                     f"{threads or 'default'} torch thread(s) each); their output: "
                     f"{self._rel(self.pipe.root / 'logs')}/<job>.log"
                 )
