@@ -158,7 +158,7 @@ ADVERSARIAL = [
 
 
 def run_ours(pairs: list[Pair]) -> tuple[list[bool], list[float]]:
-    from limr.rewards import answer, parallel
+    from limr.rewards import answer, parallel, verify
 
     pool = parallel.get_pool()
     pool.warm(1)
@@ -169,7 +169,7 @@ def run_ours(pairs: list[Pair]) -> tuple[list[bool], list[float]]:
     for p in pairs:
         start = time.perf_counter()
         verdicts.append(
-            answer.check(answer.extract_boxed(p.response), p.gold) is answer.Verdict.CORRECT
+            verify.check(answer.extract_boxed(p.response), p.gold) is answer.Verdict.CORRECT
         )
         seconds.append(time.perf_counter() - start)
     return verdicts, seconds
@@ -190,11 +190,12 @@ def time_adversarial() -> list[dict]:
     from math_verify import parse, verify
 
     from limr.rewards import answer
+    from limr.rewards import verify as ours_verify
 
     out = []
     for response, gold in ADVERSARIAL:
         start = time.perf_counter()
-        ours = answer.check(answer.extract_boxed(response), gold).value
+        ours = ours_verify.check(answer.extract_boxed(response), gold).value
         t_ours = time.perf_counter() - start
         start = time.perf_counter()
         try:

@@ -12,7 +12,8 @@ N finished flags (False when generation hit the token limit) and N dicts of the 
 fields (level, subject, ...). Register your own in a module listed under ``plugins:``::
 
     from limr.registry import register_reward
-    from limr.rewards.answer import extract_boxed, is_equivalent
+    from limr.rewards.answer import extract_boxed
+    from limr.rewards.verify import is_equivalent
     from limr.types import Scores
 
     @register_reward("short_and_right")

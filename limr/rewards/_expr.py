@@ -21,15 +21,16 @@ from __future__ import annotations
 import cmath
 import math
 import re
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 
 Value = Fraction | complex
 
-MAX_BITS = 100_000
-"""Largest exact intermediate (numerator or denominator), in bits (~30,000 digits)."""
-MAX_FACTORIAL = 5_000
-MAX_BINOM = 100_000
+MAX_BITS = 20_000
+"""Largest exact intermediate (numerator or denominator), in bits (~6,000 digits): one operation
+on numbers this size (a product, a gcd) takes well under a millisecond, so the deadline checked
+between operations holds."""
 MAX_NUMBER_DIGITS = 400
 """Longest numeric literal accepted (Python refuses int() of very long strings anyway)."""
 MAX_TOKENS = 400
@@ -41,6 +42,10 @@ class Unsupported(Exception):
 
 class TooBig(Exception):
     """The expression's value is too large to compute in the time budget (a power tower...)."""
+
+
+class OutOfTime(TooBig):
+    """The deadline passed during evaluation."""
 
 
 _TOKEN = re.compile(
@@ -349,9 +354,9 @@ def _exact_root(x: Fraction, n: int) -> Fraction | None:
         return None
 
     def iroot(k: int) -> int | None:
-        if k.bit_length() > 4 * MAX_BITS // max(n, 1):
+        if k.bit_length() > MAX_BITS:
             return None
-        r = round(k ** (1.0 / n)) if k.bit_length() < 1000 else _int_root(k, n)
+        r = _int_root(k, n)
         for c in (r - 1, r, r + 1):
             if c >= 0 and c**n == k:
                 return c
@@ -364,14 +369,17 @@ def _exact_root(x: Fraction, n: int) -> Fraction | None:
 
 
 def _int_root(k: int, n: int) -> int:
-    lo, hi = 0, 1 << (k.bit_length() // n + 1)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if mid**n <= k:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    """The integer part of the n-th root of ``k >= 0`` (Newton's method: O(log bits) steps)."""
+    if k < 2:
+        return k
+    if n == 2:
+        return math.isqrt(k)
+    x = 1 << -(-k.bit_length() // n)  # an upper bound
+    while True:
+        y = ((n - 1) * x + k // x ** (n - 1)) // n
+        if y >= x:
+            return x
+        x = y
 
 
 def _pow(base: Value, exponent: Value) -> Value:
@@ -405,62 +413,82 @@ def _pow(base: Value, exponent: Value) -> Value:
         raise TooBig("power too large") from None
 
 
-def _evaluate(tree: tuple, env: dict[str, complex]) -> Value:
-    op = tree[0]
-    if op == "num":
-        return tree[1]
-    if op == "var":
-        return env[tree[1]]
-    if op == "const":
-        return {"pi": complex(math.pi), "e": complex(math.e), "i": 1j}[tree[1]]
-    if op == "neg":
-        return -_evaluate(tree[1], env)
-    if op in ("add", "sub", "mul", "div"):
-        a, b = _evaluate(tree[1], env), _evaluate(tree[2], env)
-        if isinstance(a, Fraction) and isinstance(b, Fraction):
+def _log2_factorial(n: int) -> float:
+    return math.lgamma(n + 1) / math.log(2)
+
+
+class _Evaluator:
+    """Evaluates one tree; checks the deadline before every operation (each one is bounded by
+    :data:`MAX_BITS`, so the deadline holds to within a millisecond or so)."""
+
+    def __init__(self, env: dict[str, Value], deadline: float | None) -> None:
+        self.env = env
+        self.deadline = deadline
+
+    def __call__(self, tree: tuple) -> Value:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise OutOfTime("deadline passed")
+        op = tree[0]
+        if op == "num":
+            return tree[1]
+        if op == "var":
+            return self.env[tree[1]]
+        if op == "const":
+            return {"pi": complex(math.pi), "e": complex(math.e), "i": 1j}[tree[1]]
+        if op == "neg":
+            return -self(tree[1])
+        if op in ("add", "sub", "mul", "div"):
+            a, b = self(tree[1]), self(tree[2])
+            if isinstance(a, Fraction) and isinstance(b, Fraction):
+                if op == "add":
+                    return _check_size(a + b)
+                if op == "sub":
+                    return _check_size(a - b)
+                if op == "mul":
+                    return _check_size(a * b)
+                return _check_size(a / b)  # ZeroDivisionError propagates
+            a, b = _as_complex(a), _as_complex(b)
             if op == "add":
-                return _check_size(a + b)
+                return a + b
             if op == "sub":
-                return _check_size(a - b)
+                return a - b
             if op == "mul":
-                return _check_size(a * b)
-            return _check_size(a / b)  # ZeroDivisionError propagates
-        a, b = _as_complex(a), _as_complex(b)
-        if op == "add":
-            return a + b
-        if op == "sub":
-            return a - b
-        if op == "mul":
-            return a * b
-        return a / b
-    if op == "pow":
-        return _pow(_evaluate(tree[1], env), _evaluate(tree[2], env))
-    if op == "root":
-        index = _evaluate(tree[2], env)
-        if not isinstance(index, Fraction) or index.denominator != 1 or index.numerator < 2:
-            raise Unsupported("root index")
-        return _pow(_evaluate(tree[1], env), Fraction(1, index.numerator))
-    if op == "fact":
-        n = _evaluate(tree[1], env)
-        if not isinstance(n, Fraction) or n.denominator != 1 or n < 0:
-            raise Unsupported("factorial of a non-integer")
-        if n > MAX_FACTORIAL:
-            raise TooBig("factorial too large")
-        return Fraction(math.factorial(int(n)))
-    if op == "binom":
-        n, k = _evaluate(tree[1], env), _evaluate(tree[2], env)
-        if not all(isinstance(v, Fraction) and v.denominator == 1 for v in (n, k)):
-            raise Unsupported("binomial of non-integers")
-        if n > MAX_BINOM:
-            raise TooBig("binomial too large")
-        return Fraction(math.comb(int(n), int(k))) if 0 <= k <= n else Fraction(0)
-    if op == "func":
-        arg = _as_complex(_evaluate(tree[2], env))
-        try:
-            return _FUNCS[tree[1]](arg)
-        except OverflowError:
-            raise TooBig("function value too large") from None
-    raise Unsupported(op)
+                return a * b
+            return a / b
+        if op == "pow":
+            return _pow(self(tree[1]), self(tree[2]))
+        if op == "root":
+            index = self(tree[2])
+            if not isinstance(index, Fraction) or index.denominator != 1 or index.numerator < 2:
+                raise Unsupported("root index")
+            return _pow(self(tree[1]), Fraction(1, index.numerator))
+        if op == "fact":
+            n = self(tree[1])
+            if not isinstance(n, Fraction) or n.denominator != 1 or n < 0:
+                raise Unsupported("factorial of a non-integer")
+            if _log2_factorial(int(n)) > MAX_BITS:
+                raise TooBig("factorial too large")
+            return Fraction(math.factorial(int(n)))
+        if op == "binom":
+            n, k = self(tree[1]), self(tree[2])
+            if not all(isinstance(v, Fraction) and v.denominator == 1 for v in (n, k)):
+                raise Unsupported("binomial of non-integers")
+            if not 0 <= k <= n:
+                return Fraction(0)
+            n, k = int(n), int(k)
+            if n > 1 << 40:
+                raise TooBig("binomial too large")
+            bits = _log2_factorial(n) - _log2_factorial(k) - _log2_factorial(n - k)
+            if bits > MAX_BITS:
+                raise TooBig("binomial too large")
+            return Fraction(math.comb(n, k))
+        if op == "func":
+            arg = _as_complex(self(tree[2]))
+            try:
+                return _FUNCS[tree[1]](arg)
+            except OverflowError:
+                raise TooBig("function value too large") from None
+        raise Unsupported(op)
 
 
 # Generic points for the free variables: not integers, not simple fractions, all distinct.
@@ -481,19 +509,26 @@ def point_values(count: int, n_variables: int) -> list[list[float]]:
     ]
 
 
-def points(variables: frozenset[str], count: int = 3) -> list[dict[str, complex]]:
-    """Deterministic evaluation points for the given variables (the same for pred and gold)."""
+def points(variables: frozenset[str], count: int = 3) -> list[dict[str, Value]]:
+    """Deterministic evaluation points for the given variables (the same for pred and gold).
+
+    The coordinates are exact rationals (the values of :func:`point_values` to 10 decimals), so
+    that rational functions with rational coefficients evaluate exactly: two of them that differ
+    at a point are certainly different, and agree at every point only if they are the same
+    function or the points are roots of their difference (Schwartz-Zippel).
+    """
     names = sorted(variables)
     return [
-        {name: complex(v) for name, v in zip(names, values)}
+        {name: Fraction(round(v * 10**10), 10**10) for name, v in zip(names, values)}
         for values in point_values(count, len(names))
     ]
 
 
-def evaluate(expr: Expr, env: dict[str, complex]) -> Value:
+def evaluate(expr: Expr, env: dict[str, Value], deadline: float | None = None) -> Value:
     """The value of ``expr`` at ``env`` (exact Fraction when possible). May raise TooBig,
-    Unsupported, ZeroDivisionError or ValueError (outside a function's domain)."""
-    value = _evaluate(expr.tree, env)
+    OutOfTime (``time.monotonic()`` passed ``deadline``), Unsupported, ZeroDivisionError or
+    ValueError (outside a function's domain)."""
+    value = _Evaluator(env, deadline)(expr.tree)
     if isinstance(value, complex) and not (math.isfinite(value.real) and math.isfinite(value.imag)):
         raise TooBig("not a finite number")
     return value

@@ -22,6 +22,7 @@ import signal
 import sys
 
 from limr.rewards import answer, rules, symbolic
+from limr.rewards.verdict import Verdict
 
 MEMORY_LIMIT = 2 << 30
 """Address space a worker may add to what it has after start-up (bytes)."""
@@ -55,7 +56,7 @@ def handle(request: dict) -> dict:
         verdict = answer.check_local(
             request["pred"], request["gold"], symbolic.symbolic_equal, budget
         )
-        return {"verdict": (verdict or answer.Verdict.TIMEOUT).value}
+        return {"verdict": (verdict or Verdict.TIMEOUT).value}
     if request["op"] == "score":
         outcome, verdict = rules.score(
             request["response"],
@@ -78,8 +79,8 @@ def _run(request: dict) -> dict:
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _Alarm:
         if request.get("op") == "score":
-            return {"outcome": rules.Outcome.OK.value, "verdict": answer.Verdict.TIMEOUT.value}
-        return {"verdict": answer.Verdict.TIMEOUT.value}
+            return {"outcome": rules.Outcome.OK.value, "verdict": Verdict.TIMEOUT.value}
+        return {"verdict": Verdict.TIMEOUT.value}
     except MemoryError:
         return {"error": "memory"}
 

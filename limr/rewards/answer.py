@@ -1,35 +1,58 @@
-"""Answer checking: the last ``\\boxed{}`` of a response, normalised and compared to the gold.
+"""Answer checking in this process: the last ``\\boxed{}`` of a response, normalised and compared
+to the gold answer by the stages that decide exactly.
 
 Equivalence is decided by the cheapest stage that can decide it (REFERENCE.md, eval protocol):
 
 1. the normalised strings are equal (Minerva-style normalisation: ``\\dfrac``, ``\\left``,
    ``\\right``, spaces, ``$``, ``^\\circ``, ``\\text{units}``, ``x =`` prefixes, ...);
-2. both sides evaluate, with a safe parser (:mod:`limr.rewards._expr`, no ``eval``), to numbers
-   that are equal -- exactly for integers and fractions ("025" is 25), within a relative 1e-4 when
-   a side is written as a decimal -- or to the same function of their variables;
+2. both sides evaluate, with a safe parser (:mod:`limr.rewards._expr`, no ``eval``), to values
+   that are exactly equal -- rationals exactly ("025" is 25, ``12600.0`` is 12600), functions at
+   exact rational points -- or, when a side is written as a decimal, within a relative 1e-4
+   (never for an integer gold: ``12601.0`` is not 12600);
 3. tuples, intervals, sets, unions and matrices are compared element by element (sets and
-   comma-separated lists of solutions in any order, the others in order);
-4. what is left (relations, unusual notation) goes to math-verify and sympy, with both answers
-   wrapped in ``\\boxed{}`` so that its parser sees maths, inside a worker process that is killed
-   when the time budget runs out (:mod:`limr.rewards.parallel`).
+   comma-separated lists of solutions in any order, the others in order; ``a = 3, b = 2`` keeps
+   its names);
+4. what is left goes to math-verify and sympy (:mod:`limr.rewards.symbolic`, with both answers
+   wrapped in ``\\boxed{}`` so that its parser sees maths), inside a worker process that is killed
+   when the time budget runs out (:mod:`limr.rewards.verify`, :mod:`limr.rewards.parallel`).
 
-Stages 1-3 run in the calling process and decide the common case in microseconds; they never
-hang (every input is bounded in size and every number in magnitude). Stage 4 is the only one that
-can be slow, and it never runs in the calling process.
+The principle: this module decides only what it decides exactly -- equal, or certainly
+different -- and passes everything else on (``check_local`` returns None). Floating-point values
+decide only that two values differ: ``\\sqrt{1000000000001}`` is within 1e-12 of 1000000, and
+``3\\sqrt{13}`` vs ``\\sqrt{117}`` is math-verify's to prove.
+
+Stages 1-3 decide the common case in microseconds and end within the check's budget: the
+evaluator checks the deadline before every operation and bounds every number's size. Stage 4 is
+the only one that can be slow, and it never runs in the calling process.
 
 This module imports only the standard library: it also runs inside the checker's workers.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
 import re
 import time
-from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 from limr.rewards import _expr
+from limr.rewards.verdict import (
+    DEFAULT_TIMEOUT,
+    NUMERIC_TOLERANCE,
+    SymbolicFn,
+    Verdict,
+    close,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "NUMERIC_TOLERANCE",
+    "Verdict",
+    "check_local",
+    "count_boxes",
+    "extract_boxed",
+    "normalize",
+]
 
 MAX_BOX_CHARS = 10_000
 """A ``\\boxed{`` whose closing brace is further away than this counts as unclosed."""
@@ -37,22 +60,6 @@ MAX_ANSWER_CHARS = 1_000
 """A boxed answer longer than this is wrong without further checks."""
 MAX_ITEMS = 64
 """Tuples, sets and matrices with more elements are compared as strings only."""
-DEFAULT_TIMEOUT = 2.0
-"""Seconds allowed for one check (the paper's 2 s)."""
-
-NUMERIC_TOLERANCE = Fraction(1, 10_000)
-"""Relative tolerance when an answer is written as a decimal (the paper's 1e-4)."""
-_SAME = 1e-9  # relative difference below which two float evaluations are the same value
-_DIFFERENT = 1e-6  # above which they are different values (between: ask the symbolic stage)
-
-
-class Verdict(enum.Enum):
-    """The outcome of one check."""
-
-    CORRECT = "correct"
-    WRONG = "wrong"
-    TIMEOUT = "timeout"
-    """Could not be decided within the time budget, or too large to compute (counts as wrong)."""
 
 
 class _Undecided(Exception):
@@ -62,8 +69,6 @@ class _Undecided(Exception):
 class _BudgetExceeded(Exception):
     """Internal: the time budget ran out between two steps."""
 
-
-SymbolicFn = Callable[[str, str], bool]
 
 # ---------------------------------------------------------------------------------------------
 # Extraction
@@ -211,15 +216,24 @@ _TEXT_CMDS = re.compile(
 )
 _UNWRAP = re.compile(r"\\(?:textbf|mathbf|boldsymbol|bm|boxed|fbox)(?![A-Za-z])\s*\{")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree(?![A-Za-z])|\\circ(?![A-Za-z])")
-_UNITS = re.compile(
-    r"(?<=[\d}])\s+(?:square\s+|sq\.?\s*|cubic\s+)?(?:units?|cm|mm|km|meters?|metres?|inches|inch|"
-    r"feet|foot|ft|yards?|miles?|mph|hours?|hrs?|minutes?|mins?|seconds?|secs?|degrees?|dollars?|"
-    r"cents?|pounds?|lbs?|kg|grams?|liters?|litres?|days?|weeks?|months?|years?|ways|people|"
-    r"students|points?|digits|times|tiles|marbles|coins|cookies|pages)(?:\^?\{?[23]\}?)?\.?\s*$",
-    re.IGNORECASE,
+_UNIT_WORDS = (
+    r"(?:(?:square|sq\.?|cubic|cu\.?)\s*)?(?:units?|cm|mm|km|meters?|metres?|centimeters?|"
+    r"millimeters?|kilometers?|inches|inch|in\.|feet|foot|ft|yards?|yd|miles?|mph|kph|acres?|"
+    r"hours?|hrs?|minutes?|mins?|seconds?|secs?|degrees?|radians?|dollars?|cents?|usd|euros?|"
+    r"pounds?|lbs?|ounces?|oz|kg|gm|grams?|kilograms?|tons?|liters?|litres?|ml|gallons?|"
+    r"quarts?|pints?|cups?|days?|weeks?|months?|years?|a\.m\.|p\.m\.|am|pm|ways|people|persons?|"
+    r"students|points?|digits|integers|numbers|values|solutions|multiples|times|tiles|marbles|"
+    r"coins|cookies|pages|meals|triangles|right triangles|distinct integers|daps|steps|games|"
+    r"books|boxes|balls|cards|handshakes|outfits|sequences|squares|cubes|rectangles|diagonals|"
+    r"edges|vertices|faces|sides|rows|columns|letters|words|arrangements|committees|teams|"
+    r"percent)(?:\^?\{?[23]\}?)?\.?"
 )
+"""Words that may follow a number as its unit and are dropped (``5\\text{ cm}^2``). Any other
+word after a number stays part of the answer: ``5 \\text{ not}`` is not 5."""
+_UNIT = re.compile(_UNIT_WORDS, re.IGNORECASE)
+_UNITS = re.compile(r"(?<=[\d}])\s+" + _UNIT_WORDS + r"\s*$", re.IGNORECASE)
 _LHS = re.compile(  # "x =", "x_1 =", "f(x) =", "\\theta =", "x \\in": a name being assigned
-    r"^(?:[A-Za-z]|\\(?:" + "|".join(sorted(_expr._GREEK)) + r")(?![A-Za-z]))"
+    r"^([A-Za-z]|\\(?:" + "|".join(sorted(_expr._GREEK)) + r")(?![A-Za-z]))"
     r"(?:_(?:\{\w+\}|\w))?(?:\([A-Za-z]\))?\s*(?:=|\\in(?![A-Za-z]))(?!=)"
 )
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
@@ -251,9 +265,7 @@ def _text_groups(s: str) -> tuple[str, bool]:
         if word.lower() in ("and", "or", ","):
             pieces.append(",")
             outside.append(",")
-        elif re.fullmatch(r"[A-Za-z][A-Za-z .']*", word) and re.search(
-            r"[\d}]\s*$", "".join(pieces)
-        ):
+        elif _UNIT.fullmatch(word) and re.search(r"[\d}]\s*$", "".join(pieces)):
             unit = re.match(r"\s*\^\s*\{?[23]\}?", s[end:])  # a unit: 5\text{ cm}^2
             if unit:
                 end += unit.end()
@@ -269,11 +281,18 @@ def _text_groups(s: str) -> tuple[str, bool]:
 
 
 @functools.lru_cache(maxsize=16384)
-def _normalize(answer: str) -> tuple[str, bool]:
+def _normalize(answer: str) -> tuple[str, bool, str]:
+    """``(normal form, is text, name)``: ``name`` is the letter of an ``x =`` / ``f(x) =`` /
+    ``x_1 =`` prefix that was removed (``""`` if none): ``x = -1`` is not ``y = -1``."""
+    name = ""
     s = answer.translate(_UNICODE).replace("\\$", "").replace("$", "").strip()
     s = s.replace("{,}", ",")
+    s = s.replace("<=", "\\leq ").replace(">=", "\\geq ")
+    s = re.sub(r"\\lt(?![A-Za-z])", "<", s)
+    s = re.sub(r"\\gt(?![A-Za-z])", ">", s)
     s = re.sub(r"^\\approx(?![A-Za-z])", "", s)
-    if (m := _LHS.match(s)) is not None and len(s) > m.end():
+    if (m := _LHS.match(s)) is not None and len(s) > m.end() and "=" not in s[m.end() :]:
+        name = m.group(1)  # (a = 3, b = 2 keeps its names: each item is compared with its own)
         s = s[m.end() :].strip()  # x = \text{Tuesday}
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = s.replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom")
@@ -291,7 +310,7 @@ def _normalize(answer: str) -> tuple[str, bool]:
     s = s.replace("\\%", "").replace("%", "").replace("\\$", "")
     s, is_text = _text_groups(s)
     if is_text:
-        return re.sub(r"\s*,\s*", ",", re.sub(r"\s+", " ", s)).strip(" ."), True
+        return re.sub(r"\s*,\s*", ",", re.sub(r"\s+", " ", s)).strip(" .,;"), True, name
     s = _UNITS.sub("", s)
     # spaces: keep one after a command followed by a letter (\cot x), drop the rest
     s = re.sub(r"([\^_])(\w)\s+(?=[\w{])", r"\1{\2}", s)  # \log_2 8 is not \log_28
@@ -310,7 +329,8 @@ def _normalize(answer: str) -> tuple[str, bool]:
     s = re.sub(r"\+\\infty", r"\\infty", s)
     s = re.sub(r"\\(?:bmatrix|Bmatrix|matrix)(?![A-Za-z])", "", s)
     s = s.replace("{bmatrix}", "{pmatrix}").replace("{matrix}", "{pmatrix}")
-    if (m := _LHS.match(s)) is not None and len(s) > m.end():
+    if (m := _LHS.match(s)) is not None and len(s) > m.end() and "=" not in s[m.end() :]:
+        name = name or m.group(1)
         s = s[m.end() :]
     if (m := _MIXED.fullmatch(s)) is not None and int(m.group(3)) < int(m.group(4)):
         # 1\frac{4}{5} is one and four fifths (MATH's convention), not 4/5
@@ -319,7 +339,7 @@ def _normalize(answer: str) -> tuple[str, bool]:
     if _THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
     s = s.rstrip(".")
-    return s, False
+    return s, False, name
 
 
 def normalize(answer: str) -> str:
@@ -479,61 +499,75 @@ _RELATION = re.compile(r"=|<|>|\\leq|\\geq|\\neq|\\in(?![A-Za-z])|\\lt|\\gt")
 # ---------------------------------------------------------------------------------------------
 # Comparison
 
+_UNPARSED = "unparsed"
+_TOO_BIG = "too big"
+"""What the parse cache keeps for an answer that does not parse: a short string, not the
+exception (whose traceback holds the parser's frames, 27 KB to 0.28 MB each, 16k entries)."""
+
 
 @functools.lru_cache(maxsize=16384)
-def _parsed(s: str) -> _expr.Expr | Exception:
+def _parsed(s: str) -> _expr.Expr | str:
     try:
         return _expr.parse(s)
-    except (_expr.Unsupported, _expr.TooBig, RecursionError) as err:
-        return err
+    except _expr.TooBig:
+        return _TOO_BIG
+    except (_expr.Unsupported, RecursionError):
+        return _UNPARSED
 
 
-def _close(a: complex, b: complex, tolerance: float | None) -> bool | None:
-    """True/False when clearly equal/different, None in between."""
-    scale = max(abs(a), abs(b))
-    if scale == 0:
-        return True
-    rel = abs(a - b) / scale
-    if tolerance is not None:
-        return rel <= tolerance
-    if rel <= _SAME:
-        return True
-    if rel > _DIFFERENT:
-        return False
-    return None
+def _same_value(
+    a: _expr.Value, b: _expr.Value, gold_decimal: bool, pred_decimal: bool
+) -> bool | None:
+    """Is prediction value ``a`` the gold value ``b``? None: only the symbolic stage can say.
+
+    Exact values are compared exactly, and within the paper's 1e-4 when either side is written as
+    a decimal (``0.33333`` for 1/3, ``3.14159`` for pi) -- except that an integer gold is matched
+    only by that integer (``12601.0`` is not 12600: an integer is never approximately right).
+    Without a decimal, floating-point values decide only that two values are different
+    (``\\sqrt{1000000000001}`` is within 1e-12 of 1000000 and is not it).
+    """
+    integer_gold = isinstance(b, Fraction) and b.denominator == 1 and not gold_decimal
+    approximate = (gold_decimal or pred_decimal) and not integer_gold
+    if isinstance(a, Fraction) and isinstance(b, Fraction):
+        if a == b:
+            return True
+        return approximate and abs(a - b) <= NUMERIC_TOLERANCE * max(abs(a), abs(b))
+    tolerance = float(NUMERIC_TOLERANCE) if approximate else None
+    return close(_expr._as_complex(a), _expr._as_complex(b), tolerance)
 
 
-def _compare_values(pred: _expr.Expr, gold: _expr.Expr) -> bool:
-    """Equal as numbers (exact or within tolerance) or as functions; raises _Undecided."""
-    tolerance = float(NUMERIC_TOLERANCE) if (pred.has_decimal or gold.has_decimal) else None
+def _compare_values(pred: _expr.Expr, gold: _expr.Expr, deadline: float) -> bool:
+    """Equal as numbers or as functions of their variables (evaluated exactly at rational points
+    where they are rational). Raises _Undecided, or _expr.TooBig / _expr.OutOfTime."""
     variables = pred.variables | gold.variables
     verdicts = []
     for env in _expr.points(variables, 3 if variables else 1):
         try:
-            b = _expr.evaluate(gold, env)
+            b = _expr.evaluate(gold, env, deadline)
         except (ZeroDivisionError, ValueError, ArithmeticError):
             continue  # outside the domain at this point; try the next one
         try:
-            a = _expr.evaluate(pred, env)
+            a = _expr.evaluate(pred, env, deadline)
         except (ZeroDivisionError, ValueError, ArithmeticError):
             if variables:
                 continue
             return False  # the gold is a number, the prediction is undefined (1/0)
-        if isinstance(a, Fraction) and isinstance(b, Fraction):
-            if a == b:
-                verdicts.append(True)
-            elif tolerance is None:
-                verdicts.append(False)
-            else:
-                verdicts.append(abs(a - b) <= NUMERIC_TOLERANCE * max(abs(a), abs(b)))
-            continue
-        verdicts.append(_close(_expr._as_complex(a), _expr._as_complex(b), tolerance))
-    if not verdicts or None in verdicts and False not in verdicts:
+        verdict = _same_value(a, b, gold.has_decimal, pred.has_decimal)
+        if verdict is False:
+            return False
+        verdicts.append(verdict)
+    if not verdicts or None in verdicts:
         raise _Undecided
-    return all(verdicts)
+    return True
 
 
-def _compare_equations(pred: str, gold: str) -> bool:
+def _exactly(a: _expr.Value, b: _expr.Value) -> bool | None:
+    if isinstance(a, Fraction) and isinstance(b, Fraction):
+        return a == b
+    return close(_expr._as_complex(a), _expr._as_complex(b), None)
+
+
+def _compare_equations(pred: str, gold: str, deadline: float) -> bool:
     """``lhs = rhs`` on both sides: equivalent when lhs - rhs agree up to a non-zero factor."""
     sides = []
     for s in (pred, gold):
@@ -541,35 +575,46 @@ def _compare_equations(pred: str, gold: str) -> bool:
         if len(parts) != 2 or not all(parts):
             raise _Undecided
         lhs, rhs = (_parsed(p) for p in parts)
-        if isinstance(lhs, Exception) or isinstance(rhs, Exception):
+        if not isinstance(lhs, _expr.Expr) or not isinstance(rhs, _expr.Expr):
             raise _Undecided
         sides.append((lhs, rhs))
     variables = frozenset().union(*(e.variables for pair in sides for e in pair))
     if not variables:  # 0.56 = 56\%: two forms of one value, compared side by side
-        return _compare_values(sides[0][0], sides[1][0]) and _compare_values(
-            sides[0][1], sides[1][1]
+        return _compare_values(sides[0][0], sides[1][0], deadline) and _compare_values(
+            sides[0][1], sides[1][1], deadline
         )
     ratios = []
     for env in _expr.points(variables, 4):
         try:
             fp, fg = (
-                _expr._as_complex(_expr.evaluate(lhs, env))
-                - _expr._as_complex(_expr.evaluate(rhs, env))
+                _expr.evaluate(lhs, env, deadline) - _expr.evaluate(rhs, env, deadline)
                 for lhs, rhs in sides
             )
         except (ZeroDivisionError, ValueError, ArithmeticError):
             continue
-        if fg == 0 or fp == 0:
-            if fg == fp:
+        zero_p, zero_g = _exactly(fp, 0), _exactly(fg, 0)
+        if zero_p or zero_g or None in (zero_p, zero_g):
+            if zero_p and zero_g:
                 continue
+            if zero_p is None or zero_g is None:
+                raise _Undecided
             return False
         ratios.append(fp / fg)
     if len(ratios) < 2:
         raise _Undecided
-    verdicts = [_close(r, ratios[0], None) for r in ratios[1:]]
-    if None in verdicts and False not in verdicts:
+    verdicts = [_exactly(r, ratios[0]) for r in ratios[1:]]
+    if False in verdicts:
+        return False
+    if None in verdicts:
         raise _Undecided
-    return all(verdicts)
+    return True
+
+
+_INFINITE = frozenset({"\\infty", "-\\infty"})
+
+
+def _is_relation(s: str) -> bool:
+    return re.search(r"<|>|\\leq|\\geq|\\neq", s) is not None
 
 
 class _Checker:
@@ -593,10 +638,12 @@ class _Checker:
     def equal(self, pred: str, gold: str, depth: int = 0) -> bool:
         """Raises _Undecided (no symbolic stage), _BudgetExceeded or _expr.TooBig."""
         self.tick()
-        pred, pred_text = _normalize(pred)
-        gold, gold_text = _normalize(gold)
+        pred, pred_text, pred_name = _normalize(pred)
+        gold, gold_text, gold_name = _normalize(gold)
         if not pred or not gold:
             return False
+        if pred_name and gold_name and pred_name != gold_name:
+            return False  # x = -1 answers for x, y = -1 for y
         if pred == gold:
             return True
         if gold_text:  # a word or a choice: strings only, never symbolic
@@ -611,8 +658,15 @@ class _Checker:
             p = pred_base.groups() if pred_base else (pred, None)
             return g[0] == p[0] and None in (g[1], p[1]) or g == p
         if depth < 3:
+            chained = self.chain(pred, gold, depth)
+            if chained is not None:
+                return chained
             pred_interval, gold_interval = _relation_interval(pred), _relation_interval(gold)
             if pred_interval or gold_interval:  # x > 2 is (2, \infty)
+                if (pred_interval is None and _is_relation(pred)) or (
+                    gold_interval is None and _is_relation(gold)
+                ):
+                    return self.fallback(pred, gold)  # -x > -1 is x < 1: symbolic
                 pred, gold = pred_interval or pred, gold_interval or gold
                 if pred == gold:
                     return True
@@ -621,26 +675,38 @@ class _Checker:
                 return self.structures(pred, gold, pred_struct, gold_struct, depth)
         return self.values(pred, gold)
 
+    def chain(self, pred: str, gold: str, depth: int) -> bool | None:
+        """``2+3=5`` for the gold 5: the last member must be the answer and every member that is
+        a plain number must equal it (``5=4`` is not 4). None when ``pred`` is no such chain."""
+        if "=" not in pred or "=" in gold or len(_split_top(pred, ",")) > 1:
+            return None  # (a list of assignments is compared item by item)
+        parts = _split_top(pred, "=")
+        if len(parts) < 2 or not all(p.strip() for p in parts):
+            return None
+        for part in parts[:-1]:
+            parsed = _parsed(part)
+            if isinstance(parsed, _expr.Expr) and not parsed.variables:
+                if not self.equal(part, gold, depth + 1):
+                    return False
+        return self.equal(parts[-1], gold, depth + 1)
+
     def values(self, pred: str, gold: str) -> bool:
         if "=" in pred and "=" in gold:
             try:
-                return _compare_equations(pred, gold)
+                return _compare_equations(pred, gold, self.deadline)
             except _Undecided:
                 return self.fallback(pred, gold)
-        infinite = {"\\infty", "-\\infty"}
-        if pred in infinite or gold in infinite:
-            other = _parsed(gold if pred in infinite else pred)
+        if pred in _INFINITE or gold in _INFINITE:
+            other = _parsed(gold if pred in _INFINITE else pred)
             if isinstance(other, _expr.Expr) and not other.variables:
                 return False  # a finite number is not infinity
             return self.fallback(pred, gold)
         p, g = _parsed(pred), _parsed(gold)
-        if isinstance(p, _expr.TooBig):
-            raise p
+        if p is _TOO_BIG:
+            raise _expr.TooBig(pred[:40])
         if isinstance(p, _expr.Expr) and isinstance(g, _expr.Expr):
             try:
-                return _compare_values(p, g)
-            except _expr.TooBig:
-                raise
+                return _compare_values(p, g, self.deadline)
             except _Undecided:
                 pass
         return self.fallback(pred, gold)
@@ -729,55 +795,3 @@ def check_local(
         return None
     except (_BudgetExceeded, _expr.TooBig, RecursionError, MemoryError):
         return Verdict.TIMEOUT
-
-
-def check(pred: str | None, gold: str, timeout: float = DEFAULT_TIMEOUT) -> Verdict:
-    """Is the predicted answer (already extracted from its box) equivalent to ``gold``?
-
-    The in-process stages decide almost every pair; the rest go to a worker process that is
-    killed if it has not answered within ``timeout`` seconds, whichever thread calls this.
-    """
-    start = time.monotonic()
-    verdict = check_local(pred, gold, None, timeout)
-    if verdict is not None:
-        return verdict
-    remaining = timeout - (time.monotonic() - start)
-    if remaining <= 0:
-        return Verdict.TIMEOUT
-    from limr.rewards import parallel
-
-    return parallel.check_symbolic([(pred, gold)], timeout=remaining)[0]  # type: ignore[list-item]
-
-
-def is_equivalent(pred: str, gold: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
-    """True when ``pred`` (a final answer, not a whole response) is equivalent to ``gold``.
-
-    A check that runs out of its ``timeout`` (seconds) is False.
-    """
-    return check(pred, gold, timeout) is Verdict.CORRECT
-
-
-def check_batch(
-    preds: Sequence[str | None],
-    golds: Sequence[str],
-    timeout: float = DEFAULT_TIMEOUT,
-    workers: int | None = None,
-) -> list[Verdict]:
-    """:func:`check` for many pairs: in-process first, the undecided ones in parallel workers.
-
-    Each pair has its own ``timeout``. Results are in input order and do not depend on
-    ``workers``.
-    """
-    if len(preds) != len(golds):
-        raise ValueError(f"{len(preds)} predictions but {len(golds)} gold answers")
-    verdicts: list[Verdict | None] = [
-        check_local(p, g, None, timeout) for p, g in zip(preds, golds)
-    ]
-    todo = [i for i, v in enumerate(verdicts) if v is None]
-    if todo:
-        from limr.rewards import parallel
-
-        pairs = [(preds[i], golds[i]) for i in todo]
-        for i, v in zip(todo, parallel.check_symbolic(pairs, timeout=timeout, workers=workers)):
-            verdicts[i] = v
-    return verdicts  # type: ignore[return-value]

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from limr.registry import register_reward
-from limr.rewards import answer, parallel
-from limr.rewards.answer import Verdict
+from limr.rewards import parallel
 from limr.rewards.rules import NO_RULES
+from limr.rewards.verdict import DEFAULT_TIMEOUT, Verdict
 from limr.types import Scores
 
 
@@ -33,7 +33,7 @@ class CorrectReward:
         *,
         correct: float = 1.0,
         wrong: float = 0.0,
-        timeout: float = answer.DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
         workers: int | None = None,
     ) -> None:
         self.correct, self.wrong = float(correct), float(wrong)

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from limr.registry import register_reward
-from limr.rewards import answer, parallel
-from limr.rewards.answer import Verdict
+from limr.rewards import parallel
 from limr.rewards.rules import Outcome, Rules
+from limr.rewards.verdict import DEFAULT_TIMEOUT, Verdict
 from limr.types import Scores
 
 
@@ -55,7 +55,7 @@ class MathRuleReward:
         repeat_min_length: int = 5,
         repeat_min_count: int = 5,
         max_response_chars: int = 200_000,
-        timeout: float = answer.DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
         workers: int | None = None,
     ) -> None:
         self.values = {

@@ -31,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from limr.rewards import answer, rules
-from limr.rewards.answer import Verdict
+from limr.rewards.verdict import DEFAULT_TIMEOUT, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def _warn(err: BaseException) -> None:
 
 def check_symbolic(
     pairs: Sequence[tuple[str, str]],
-    timeout: float = answer.DEFAULT_TIMEOUT,
+    timeout: float = DEFAULT_TIMEOUT,
     workers: int | None = None,
 ) -> list[Verdict]:
     """Check (pred, gold) pairs with every stage, the symbolic one included, in the workers."""
@@ -300,7 +300,7 @@ def score_batch(
     golds: Sequence[str],
     finished: Sequence[bool],
     rule_set: rules.Rules,
-    timeout: float = answer.DEFAULT_TIMEOUT,
+    timeout: float = DEFAULT_TIMEOUT,
     workers: int | None = None,
     parallel_min_chars: int = PARALLEL_MIN_CHARS,
 ) -> list[tuple[rules.Outcome, Verdict | None]]:

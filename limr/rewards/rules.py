@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from limr.rewards import answer
+from limr.rewards.verdict import DEFAULT_TIMEOUT, SymbolicFn, Verdict
 
 
 class Outcome(str, enum.Enum):
@@ -75,11 +75,6 @@ _BASE = 0x100000001B3  # odd, so invertible modulo 2**64
 _BASE_INV = pow(_BASE, -1, 1 << 64)
 
 
-def _first_false(mask: np.ndarray) -> int:
-    bad = np.flatnonzero(~mask)
-    return int(bad[0]) if bad.size else int(mask.size)
-
-
 def has_repetition(text: str, min_length: int = 5, min_count: int = 5) -> bool:
     """True when some substring of ``min_length``+ characters occurs ``min_count``+ times in a row.
 
@@ -119,6 +114,29 @@ def has_repetition(text: str, min_length: int = 5, min_count: int = 5) -> bool:
     return False
 
 
+def _hashes(
+    prefix: np.ndarray, fwd: np.ndarray, start: np.ndarray, length: np.ndarray
+) -> np.ndarray:
+    """Hash of ``text[start : start + length]`` for arrays of starts and lengths (the same value
+    for equal substrings wherever they are)."""
+    with np.errstate(over="ignore"):
+        return (prefix[start + length] - prefix[start]) * fwd[start]
+
+
+def _longest_equal(
+    prefix: np.ndarray, fwd: np.ndarray, a: np.ndarray, b: np.ndarray, cap: np.ndarray
+) -> np.ndarray:
+    """For each i, the largest ``L <= cap[i]`` with equal hashes of ``text[a[i] : a[i] + L]`` and
+    ``text[b[i] : b[i] + L]``, by a binary search run on all of them at once."""
+    lo, hi = np.zeros_like(cap), cap.copy()
+    while np.any(lo < hi):
+        mid = (lo + hi + 1) // 2
+        same = _hashes(prefix, fwd, a, mid) == _hashes(prefix, fwd, b, mid)
+        lo = np.where(same, mid, lo)
+        hi = np.where(same, hi, mid - 1)
+    return lo
+
+
 def _repetition_in(
     text: str,
     codes: np.ndarray,
@@ -128,46 +146,58 @@ def _repetition_in(
     high: int,
     c: int,
 ) -> bool:
-    """:func:`has_repetition` for the periods low..high."""
+    """:func:`has_repetition` for the periods low..high.
+
+    Every candidate (a run of ``c - 1`` equal aligned blocks) is extended to the left and right
+    at once, with hashes, so no number of decoys (runs just too short to count) can push a real
+    repetition out of reach. Each candidate long enough is then confirmed on the text itself.
+    """
     n = len(text)
-    with np.errstate(over="ignore"):
-        periods = np.arange(low, high + 1, dtype=np.int64)
-        blocks = n // periods  # aligned blocks of each period
-        period = np.repeat(periods, blocks)
-        first = np.cumsum(blocks) - blocks
-        k = np.arange(period.size, dtype=np.int64) - np.repeat(first, blocks)
-        start = k * period
-        # hash of text[start : start + p], independent of where the block is
-        h = (prefix[start + period] - prefix[start]) * fwd[start]
+    periods = np.arange(low, high + 1, dtype=np.int64)
+    blocks = n // periods  # aligned blocks of each period
+    period = np.repeat(periods, blocks)
+    first = np.cumsum(blocks) - blocks
+    k = np.arange(period.size, dtype=np.int64) - np.repeat(first, blocks)
+    start = k * period
+    h = _hashes(prefix, fwd, start, period)  # hash of text[start : start + p]
     same = (h[1:] == h[:-1]) & (period[1:] == period[:-1])
     need = c - 2  # equalities between c - 1 consecutive blocks (c >= 3)
     run = same[: same.size - need + 1].copy()
     for shift in range(1, need):
         run &= same[shift : same.size - need + 1 + shift]
     candidates = np.flatnonzero(run)
-    checked, last_period, last_index = 0, -1, -10
-    for i in candidates.tolist():
-        p = int(period[i])
-        if p == last_period and i == last_index + 1:  # same run as the previous candidate
-            last_index = i
-            continue
-        last_period, last_index = p, i
-        checked += 1
-        if checked > 2000:
-            break
-        x = int(start[i])
-        span = (c - 2) * p
-        if text[x : x + span] != text[x + p : x + p + span]:
-            continue  # hash collision
-        y = x + span  # extend the period-p run to the right and to the left, up to p each
-        right_len = max(0, min(p, n - p - y))
-        right = _first_false(codes[y : y + right_len] == codes[y + p : y + p + right_len])
-        left_len = min(p, x)
-        left_eq = codes[x - left_len : x] == codes[x - left_len + p : x + p]
-        left = _first_false(left_eq[::-1])
-        if span + left + right >= (c - 1) * p:
+    if candidates.size == 0:
+        return False
+    p, x = period[candidates], start[candidates]
+    end = x + (c - 1) * p  # text[x : end] has period p (by the hashes)
+    right = _longest_equal(prefix, fwd, end - p, end, np.maximum(0, np.minimum(p, n - end)))
+    left = _longest_equal_before(prefix, fwd, x, p, np.minimum(p, x))
+    long_enough = np.flatnonzero(left + right >= p)
+    budget = 20 * n  # characters of exact comparison; see below
+    for i in long_enough.tolist():
+        q, s = int(p[i]), int(x[i] - left[i])
+        if text[s : s + (c - 1) * q] == text[s + q : s + c * q]:
+            return True
+        budget -= c * q
+        if budget < 0:
+            # Only text built to collide 64-bit polynomial hashes (Thue-Morse-like) fails this
+            # many confirmations: it is degenerate output in itself.
             return True
     return False
+
+
+def _longest_equal_before(
+    prefix: np.ndarray, fwd: np.ndarray, x: np.ndarray, p: np.ndarray, cap: np.ndarray
+) -> np.ndarray:
+    """For each i, the largest ``L <= cap[i]`` with equal hashes of ``text[x - L : x]`` and
+    ``text[x - L + p : x + p]``: how far a period-p run starting at x reaches to the left."""
+    lo, hi = np.zeros_like(cap), cap.copy()
+    while np.any(lo < hi):
+        mid = (lo + hi + 1) // 2
+        same = _hashes(prefix, fwd, x - mid, mid) == _hashes(prefix, fwd, x - mid + p, mid)
+        lo = np.where(same, mid, lo)
+        hi = np.where(same, hi, mid - 1)
+    return lo
 
 
 def format_check(response: str, finished: bool, rules: Rules) -> tuple[Outcome, str | None]:
@@ -198,9 +228,9 @@ def score(
     gold: str,
     finished: bool,
     rules: Rules,
-    symbolic: Callable[[str, str], bool] | None = None,
-    timeout: float = answer.DEFAULT_TIMEOUT,
-) -> tuple[Outcome, answer.Verdict | None]:
+    symbolic: SymbolicFn | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[Outcome, Verdict | None]:
     """Format checks, then the answer check of the last box (None: only symbolic can decide)."""
     outcome, boxed = format_check(response, finished, rules)
     if outcome is not Outcome.OK:

@@ -77,6 +77,7 @@ def guard(s: str) -> None:
 
 
 _CONFIG = None
+_INTEGER = re.compile(r"\s*-?\d+\s*")
 
 
 @functools.lru_cache(maxsize=4096)  # a prompt's gold answer comes back for each of its samples
@@ -106,7 +107,8 @@ def symbolic_equal(pred: str, gold: str) -> bool:
     parsed_pred = _parse(pred)
     if not parsed_gold or not parsed_pred:
         return False
-    decimal = re.search(r"\.\d", pred + " " + gold) is not None
+    # the paper's 1e-4 where a side is a decimal, but an integer gold is matched only exactly
+    decimal = re.search(r"\.\d", pred + " " + gold) is not None and not _INTEGER.fullmatch(gold)
     numeric = _numeric_verdict(parsed_gold[0], parsed_pred[0], decimal)
     if numeric is not None:
         return numeric
@@ -114,17 +116,20 @@ def symbolic_equal(pred: str, gold: str) -> bool:
 
 
 def _numeric_verdict(gold, pred, decimal: bool) -> bool | None:
-    """Two sympy expressions compared by value at the fast path's generic points (``evalf``, no
-    code generation), or None when that does not decide: not plain expressions, not numbers
-    after substitution, or values neither clearly equal nor clearly different."""
+    """Two sympy expressions compared by value at the fast path's generic points (``evalf`` to 30
+    digits, no code generation), or None when that does not decide: not plain expressions, not
+    numbers after substitution, or not clearly different. Without a tolerance (the gold is not a
+    decimal), values decide only that the answers differ: equality is math-verify's to prove
+    (``\\sqrt{1000000000001}`` is within 1e-12 of ``1000000`` and is not it)."""
     import sympy
 
-    from limr.rewards import _expr, answer
+    from limr.rewards import _expr
+    from limr.rewards.verdict import NUMERIC_TOLERANCE, close
 
     if not (_elementary(gold) and _elementary(pred)):
         return None  # sums, integrals, floor, ...: their value at a generic point means nothing
     symbols = sorted(gold.free_symbols | pred.free_symbols, key=str)
-    tolerance = float(answer.NUMERIC_TOLERANCE) if decimal else None
+    tolerance = float(NUMERIC_TOLERANCE) if decimal else None
     verdicts = []
     for values in _expr.point_values(3 if symbols else 1, len(symbols)):
         subs = {s: sympy.Float(v, 30) for s, v in zip(symbols, values)}
@@ -135,10 +140,12 @@ def _numeric_verdict(gold, pred, decimal: bool) -> bool | None:
             continue
         if not all(map(_finite, (a, b))):
             continue
-        verdicts.append(answer._close(a, b, tolerance))
-    if not verdicts or (None in verdicts and False not in verdicts):
+        verdicts.append(close(a, b, tolerance))
+    if False in verdicts:
+        return False
+    if not verdicts or None in verdicts:
         return None
-    return all(verdicts)
+    return True
 
 
 def _elementary(expr) -> bool:

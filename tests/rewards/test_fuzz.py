@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from limr.registry import REWARDS, import_plugins
-from limr.rewards import answer
+from limr.rewards import answer, verify
 from limr.rewards.answer import Verdict
 
 import_plugins()
@@ -45,7 +45,7 @@ def test_in_process_checks_never_raise_and_end_in_time(pred, gold):
 @given(pred=latex, gold=latex)
 def test_checks_with_the_symbolic_stage_end_within_budget(warm_pool, pred, gold):
     start = time.monotonic()
-    verdict = answer.check(pred, gold, timeout=1.0)
+    verdict = verify.check(pred, gold, timeout=1.0)
     assert isinstance(verdict, Verdict)
     # the budget, plus a worker restart if this one was killed (that is not counted)
     assert time.monotonic() - start < 1.0 + 0.25
