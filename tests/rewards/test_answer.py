@@ -53,6 +53,11 @@ GOLDS = shipped_answers()
         ("no box here", None),
         ("\\boxed{1} and \\boxed{2", None),  # the last box is never closed
         ("\\boxedx{3}", None),  # not a box command
+        # one answer split over boxes: nothing but separators, or one math environment
+        ("\\boxed{-2} and \\boxed{1}", "-2, 1"),
+        ("$\\boxed{1}$, $\\boxed{2}$ or $\\boxed{3}$", "1, 2, 3"),
+        ("$$\\boxed{(3, 3)} \\text{ for (a) and } \\boxed{(1, 1)}$$", "(3, 3), (1, 1)"),
+        ("$\\boxed{3}$ so the answer is $\\boxed{5}$", "5"),
     ],
 )
 def test_extract_boxed(text, expected):

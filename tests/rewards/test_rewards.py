@@ -58,7 +58,7 @@ def test_math_rule_check_1_unfinished(math_rule):
 def test_math_rule_check_2_boxes(math_rule):
     assert score(math_rule, "the answer is 5") == (-1.0, False)  # no box
     assert score(math_rule, "\\boxed{5} and then \\boxed{5") == (-1.0, False)  # unclosed
-    four = "".join(f"step \\boxed{{{i}}} " for i in range(3)) + "\\boxed{5}"
+    four = "".join(f"step \\boxed{{{i}}} " for i in range(3)) + "so \\boxed{5}"
     assert score(math_rule, four) == (1.0, True)  # 4 boxes are fine
     assert score(math_rule, "\\boxed{1} " + four) == (-1.0, False)  # 5 are not
 
@@ -102,7 +102,7 @@ def test_math_rule_values_and_switches_are_configurable():
         repeat_min_count=0,
     )
     assert score(off, "\\boxed{5}", finished=False) == (1.0, True)
-    assert score(off, "\\boxed{1}" * 9 + "\\boxed{5}") == (1.0, True)
+    assert score(off, "\\boxed{1} then " * 9 + "\\boxed{5}") == (1.0, True)
     assert score(off, "答案是答案是\\boxed{5}") == (1.0, True)
     assert score(off, "abcde" * 9 + "\\boxed{5}") == (1.0, True)
 
@@ -110,7 +110,7 @@ def test_math_rule_values_and_switches_are_configurable():
 def test_correct_reward_is_correctness_alone():
     reward = REWARDS.build("correct")
     assert score(reward, "\\boxed{5}", finished=False) == (1.0, True)
-    assert score(reward, "\\boxed{1}" * 9 + "\\boxed{5}") == (1.0, True)
+    assert score(reward, "\\boxed{1} then " * 9 + "\\boxed{5}") == (1.0, True)
     assert score(reward, "\\boxed{4}") == (0.0, False)
     assert score(reward, "five") == (0.0, False)
 
@@ -199,3 +199,10 @@ def test_odd_text_is_scored_not_raised(math_rule):
     long_gold = " + ".join(f"x_{{{i}}}" for i in range(200))  # 1,800 characters, no loop
     assert score(math_rule, f"\\boxed{{{long_gold}}}", gold=long_gold) == (1.0, True)
     assert score(math_rule, "\\boxed{5}", gold=long_gold) == (-0.5, False)
+
+
+def test_hedging_over_adjacent_boxes_is_not_rewarded():
+    # several candidates side by side are one answer, a list: not the single gold
+    reward = REWARDS.build("correct")
+    assert score(reward, "\\boxed{1} \\boxed{2} \\boxed{5}") == (0.0, False)
+    assert score(reward, "$\\boxed{-2}$ and $\\boxed{1}$", gold="1, -2") == (1.0, True)
