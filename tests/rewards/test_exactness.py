@@ -207,3 +207,38 @@ def test_the_parse_cache_keeps_no_exceptions():
     entries = [answer._parsed(t) for t in ("\\log 8", "9" * 500, "(((((")]
     assert all(isinstance(e, str) for e in entries)
     assert all(sys.getsizeof(e) < 200 for e in entries)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Never worse than math-verify on other projects' labelled cases
+
+
+def test_at_least_math_verify_on_every_public_suite(warm_pool):
+    import collections
+    import json
+    import logging
+    from pathlib import Path
+
+    from math_verify import parse, verify
+
+    from limr.rewards.verify import check_batch
+
+    path = Path(__file__).resolve().parents[2] / "perf" / "data" / "checker_cases.jsonl"
+    cases = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(cases) > 400
+    ours = check_batch([answer.extract_boxed(c["pred"]) for c in cases], [c["gold"] for c in cases])
+    logging.disable(logging.WARNING)
+    try:
+        theirs = [
+            bool(verify(parse("\\boxed{" + c["gold"] + "}"), parse(c["pred"]))) for c in cases
+        ]
+    finally:
+        logging.disable(logging.NOTSET)
+    right = collections.Counter()
+    for c, o, t in zip(cases, ours, theirs):
+        right[c["suite"], "ours"] += (o is C) == c["label"]
+        right[c["suite"], "math-verify"] += t == c["label"]
+        # no wrong answer accepted that math-verify rejects
+        assert not (o is C and not t and not c["label"]), c
+    for suite in {c["suite"] for c in cases}:
+        assert right[suite, "ours"] >= right[suite, "math-verify"], suite
