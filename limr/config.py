@@ -2,8 +2,10 @@
 
 Precedence: these defaults < a YAML file in ``configs/`` < ``key=value`` arguments on the command
 line. :func:`load_config` is the one place that merges them; an unknown key, a wrong type or a
-missing value fails there with a :class:`ConfigError` that names the key. Classes never receive a
-config object: builders pass flat keyword arguments.
+missing value fails there with a :class:`ConfigError` that names the key. Classes get flat
+keyword arguments from their builders, except the RL module and its stages (:mod:`limr.module`,
+:mod:`limr.experience`, :mod:`limr.update`), which take the ``sampler`` and ``ppo`` sections whole:
+those two are frozen, so no stage can change a setting under another.
 """
 
 from __future__ import annotations
@@ -118,9 +120,9 @@ class DataConfig:
         _check_choice("data", "template", self.template, ("plain", "chat", "qwen_math"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class SamplerConfig:
-    """Rollout generation."""
+    """Rollout generation (frozen: build a changed copy with ``dataclasses.replace``)."""
 
     name: str = "hf"
     """Registered sampler: hf (transformers generate, the CPU default) or vllm."""
@@ -148,9 +150,10 @@ class RewardConfig:
     """Keyword arguments of the reward (values and switches of each rule check)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class PPOConfig:
-    """The RL update (defaults: the paper's PPO run, REFERENCE.md)."""
+    """The RL update (defaults: the paper's PPO run, REFERENCE.md; frozen: build a changed copy
+    with ``dataclasses.replace``)."""
 
     estimator: str = "gae"
     """Advantages: gae (PPO with a value model), grpo, rloo or reinforce_pp (no value model)."""
@@ -189,7 +192,9 @@ class PPOConfig:
     old_logprobs: str = "auto"
     """Log-probs of the sampling policy (PPO ratio, KL penalty): sampler (the sampler's own, no
     extra forward), recompute (a forward of the policy after generation, as OpenRLHF) or auto
-    (sampler when it runs the policy's own weights, as hf does; recompute for vllm)."""
+    (sampler when it runs the policy's own weights in float32, as hf does with model.dtype float32
+    and a 32 trainer.precision; recompute otherwise: in bf16 a cached decode differs from the
+    training forward, and the first ratio would not be 1)."""
     actor_lr: float = 5e-7
     """Policy learning rate."""
     critic_lr: float = 9e-6
@@ -199,7 +204,8 @@ class PPOConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     grad_clip: float = 1.0
-    """Gradient norm clip; 0 disables."""
+    """Gradient norm clip, applied to the policy and the value model each on its own norm (both
+    norms are logged); 0 disables."""
     warmup_steps: int = 10
     """Linear learning-rate warm-up, in optimiser steps."""
     filter: str | None = None
@@ -306,7 +312,8 @@ class TrainerConfig:
     strategy: str = "auto"
     """auto, ddp (gloo on CPU), deepspeed_stage_2, deepspeed_stage_3, ..."""
     precision: str = "32-true"
-    """Lightning precision: 32-true, bf16-mixed, bf16-true."""
+    """Lightning precision: 32-true, bf16-mixed, bf16-true (16-mixed is refused: its loss
+    scaling would have ppo.grad_clip clip scaled gradients)."""
     max_steps: int = 120
     """RL steps (one rollout batch and its update each)."""
     max_epochs: int | None = None
@@ -323,9 +330,15 @@ class TrainerConfig:
     """Show progress bars."""
 
     def __post_init__(self) -> None:
-        if self.strategy.startswith("deepspeed") and not re.fullmatch(
-            r"deepspeed(_stage_[123](_offload)?)?", self.strategy
-        ):
+        deepspeed = self.strategy.startswith("deepspeed")
+        if self.precision in ("16-mixed", "16") or (deepspeed and self.precision.startswith("16")):
+            raise ConfigError(
+                f"trainer.precision: {self.precision!r} is not supported: float16 training scales "
+                "the loss (a GradScaler, or DeepSpeed's loss scaler), and ppo.grad_clip would "
+                "clip the still-scaled gradients. Use bf16-mixed (no loss scaling; what the GPU "
+                "configs use) or 32-true"
+            )
+        if deepspeed and not re.fullmatch(r"deepspeed(_stage_[123](_offload)?)?", self.strategy):
             raise ConfigError(
                 f"trainer.strategy: {self.strategy!r} is not a DeepSpeed strategy limr builds; "
                 "use deepspeed_stage_1, deepspeed_stage_2, deepspeed_stage_3 (ZeRO-1/2/3) or "

@@ -97,6 +97,14 @@ class ValueModel(nn.Module):
         ).last_hidden_state  # [B, L, H]
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
 
+    def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
+        """Recompute the backbone's activations in the backward pass (transformers' switch)."""
+        self.backbone.gradient_checkpointing_enable(**kwargs)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return bool(getattr(self.backbone, "is_gradient_checkpointing", False))
+
     @classmethod
     def from_pretrained(
         cls, path: str, *, dtype: str = "float32", gguf_file: str | None = None

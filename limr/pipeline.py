@@ -34,7 +34,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -550,13 +550,15 @@ def fit_batch_to_subset(cfg: LimrConfig, n_prompts: int) -> None:
     p, n = cfg.ppo, cfg.sampler.n_samples
     if n_prompts >= p.rollout_batch_size:
         return
-    p.rollout_batch_size = n_prompts
     rollouts = n_prompts * n
-    minibatches = max(1, (p.rollout_batch_size * n) // max(1, p.train_batch_size))
+    minibatches = max(1, rollouts // max(1, p.train_batch_size))
     while rollouts % minibatches:
         minibatches -= 1
-    p.train_batch_size = rollouts // minibatches
-    p.micro_batch_size = math.gcd(p.micro_batch_size, p.train_batch_size)
+    train = rollouts // minibatches
+    cfg.ppo = replace(
+        p, rollout_batch_size=n_prompts, train_batch_size=train,
+        micro_batch_size=math.gcd(p.micro_batch_size, train),
+    )  # fmt: skip
 
 
 def evaluate_model(cfg: LimrConfig, model_path: str, *, seed: int) -> dict:

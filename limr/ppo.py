@@ -10,6 +10,9 @@ divergence", 2020); GRPO (Shao et al. 2024, arXiv 2402.03300); RLOO (Ahmadian et
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 
@@ -21,10 +24,29 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Normalise ``x`` to mean 0 and std 1 over the masked positions; 0 elsewhere."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+def masked_whiten(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    eps: float = 1e-8,
+    all_reduce: Callable[[torch.Tensor], Any] | None = None,
+) -> torch.Tensor:
+    """Normalise ``x`` to mean 0 and std 1 over the masked positions; 0 elsewhere.
+
+    ``all_reduce`` sums a tensor over processes in place (``torch.distributed.all_reduce``): the
+    mean and variance are then those of every process's masked positions together, so each process
+    whitens its rows exactly as whitening the concatenated batch would (a process without rows
+    joins with empty tensors).
+    """
+    m = mask.to(x.dtype)
+    moments = torch.stack([(x * m).sum(), m.sum()])
+    if all_reduce is not None:
+        all_reduce(moments)
+    count = moments[1].clamp(min=1)
+    mean = moments[0] / count
+    sq = ((x - mean) ** 2 * m).sum().reshape(1)
+    if all_reduce is not None:
+        all_reduce(sq)
+    var = sq[0] / count
     return ((x - mean) * torch.rsqrt(var + eps)) * mask
 
 

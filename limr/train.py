@@ -8,7 +8,8 @@
       tb/                  TensorBoard logs
       final/               the trained policy as a Hugging Face folder (safetensors)
       train_summary.json   steps, epochs, time, last metrics, final weights' digest
-      ranks/rank-K.json    with several processes: each one's weights digest and prompt shares
+      ranks/rank-K.json    with several processes: each one's weights digest, KL coefficient and
+                           prompt shares
 
 A run killed at any moment continues with ``--resume`` from its newest readable checkpoint.
 """
@@ -121,18 +122,26 @@ def _check_strategy(cfg: LimrConfig) -> None:
             ) from None
 
 
-def deepspeed_config(
-    strategy: str, *, micro_batch_size: int, grad_clip: float, precision: str
-) -> dict[str, Any]:
+def deepspeed_config(strategy: str, *, micro_batch_size: int, precision: str) -> dict[str, Any]:
     """The DeepSpeed config of ``trainer.strategy`` (``deepspeed_stage_N[_offload]``).
 
     No ``gradient_accumulation_steps``: Lightning refuses it in a config (manual optimisation
     allows no accumulation of its own), and the module marks the accumulation boundary of each
     mini-batch itself, so DeepSpeed keeps its default of 1 and never rescales our losses.
+
+    ``gradient_clipping`` is 0: one engine holds actor and critic, and DeepSpeed would clip both
+    on one norm over the two. The module clips each model's gradient partitions on its own norm
+    (``ppo.grad_clip``) before the engine steps (:func:`limr.update.clip_per_model`). float16 is
+    refused: DeepSpeed's loss scaler would leave those partitions scaled at that point.
     """
     match = re.fullmatch(r"deepspeed(?:_stage_([123]))?(_offload)?", strategy)
     if match is None:
         raise ConfigError(f"trainer.strategy={strategy}: not a DeepSpeed strategy")
+    if precision.startswith("16"):
+        raise ConfigError(
+            f"trainer.precision={precision} with trainer.strategy={strategy}: float16 is not "
+            "supported (loss-scaled gradients would be clipped); use bf16-mixed"
+        )
     stage = int(match.group(1) or 2)
     zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
     if match.group(2):
@@ -144,9 +153,9 @@ def deepspeed_config(
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     return {
         "train_micro_batch_size_per_gpu": micro_batch_size,
-        "gradient_clipping": grad_clip,
+        "gradient_clipping": 0.0,  # per model, by the module
         "bf16": {"enabled": "bf16" in precision},
-        "fp16": {"enabled": precision.startswith("16")},
+        "fp16": {"enabled": False},
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
         # torch's AdamW with the optimizer offloaded: slower than DeepSpeedCPUAdam, but correct
@@ -162,7 +171,7 @@ def build_strategy(cfg: LimrConfig) -> Any:
 
         return DeepSpeedStrategy(
             config=deepspeed_config(
-                strategy, micro_batch_size=cfg.ppo.micro_batch_size, grad_clip=cfg.ppo.grad_clip,
+                strategy, micro_batch_size=cfg.ppo.micro_batch_size,
                 precision=cfg.trainer.precision,
             )
         )  # fmt: skip
@@ -171,6 +180,30 @@ def build_strategy(cfg: LimrConfig) -> Any:
 
         return DDPStrategy(process_group_backend="gloo")
     return strategy
+
+
+def build_models(cfg: LimrConfig) -> tuple[torch.nn.Module, Any, Any, ValueModel | None]:
+    """The policy, its tokenizer, the frozen reference (None without KL) and the value model
+    (None unless ``ppo.estimator == "gae"``), as ``model`` configures them.
+
+    ``model.gradient_checkpointing`` applies to both trained models, the policy and the critic
+    (OpenRLHF checkpoints both); the reference runs without gradients and needs none.
+    """
+    m = cfg.model
+    policy, tokenizer = load_policy(
+        m.name_or_path, dtype=m.dtype, gguf_file=m.gguf_file, tiny=as_dict(m.tiny)
+    )
+    needs_ref = cfg.ppo.kl_coef > 0 or cfg.ppo.adaptive_kl
+    ref_policy = copy.deepcopy(policy).eval() if needs_ref else None
+    value_model = None
+    if cfg.ppo.estimator == "gae":
+        base = resolve_model_path(m.critic_name_or_path or m.name_or_path, tiny=as_dict(m.tiny))
+        value_model = ValueModel.from_pretrained(base, dtype=m.dtype, gguf_file=m.gguf_file)
+    if m.gradient_checkpointing:
+        policy.gradient_checkpointing_enable()
+        if value_model is not None:
+            value_model.gradient_checkpointing_enable()
+    return policy, tokenizer, ref_policy, value_model
 
 
 def train(
@@ -228,18 +261,7 @@ def train(
                                      **kwargs)  # fmt: skip
 
     # 1. models: policy, frozen reference, value model
-    m = cfg.model
-    policy, tokenizer = load_policy(
-        m.name_or_path, dtype=m.dtype, gguf_file=m.gguf_file, tiny=as_dict(m.tiny)
-    )
-    if m.gradient_checkpointing:
-        policy.gradient_checkpointing_enable()
-    needs_ref = cfg.ppo.kl_coef > 0 or cfg.ppo.adaptive_kl
-    ref_policy = copy.deepcopy(policy).eval() if needs_ref else None
-    value_model = None
-    if cfg.ppo.estimator == "gae":
-        base = resolve_model_path(m.critic_name_or_path or m.name_or_path, tiny=as_dict(m.tiny))
-        value_model = ValueModel.from_pretrained(base, dtype=m.dtype, gguf_file=m.gguf_file)
+    policy, tokenizer, ref_policy, value_model = build_models(cfg)
 
     for sub in ("", CKPT_DIR):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -255,16 +277,12 @@ def train(
             plain_suffix=d.plain_suffix,
         )  # fmt: skip
 
-    s, p = cfg.sampler, cfg.ppo
     module = PPOModule(
         policy=policy, tokenizer=tokenizer, reward=reward, prompts=prompts, format_prompt=fmt,
-        history=history, ref_policy=ref_policy, value_model=value_model,
-        group_filter=group_filter, curriculum=curriculum,
+        history=history, sampler=cfg.sampler, ppo=cfg.ppo, ref_policy=ref_policy,
+        value_model=value_model, group_filter=group_filter, curriculum=curriculum,
         metrics_path=run_dir / "metrics.jsonl", max_steps=cfg.trainer.max_steps,
         max_epochs=cfg.trainer.max_epochs, seed=cfg.run.seed,
-        sampler_name=s.name, sampler_kwargs=s.kwargs, n_samples=s.n_samples,
-        temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens, stop=s.stop,
-        **{k: v for k, v in as_dict(p).items() if k not in ("filter", "filter_kwargs")},
     )  # fmt: skip
 
     # 2. the Lightning trainer
@@ -335,7 +353,8 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 def _rank_report(trainer: L.Trainer, module: PPOModule, run_dir: Path) -> list[dict]:
     """With several processes, each writes ``ranks/rank-K.json`` (digests of its policy and value
-    model, and the prompts it rolled out, per step); rank 0 returns every rank's digests.
+    model, its KL coefficient, and the prompts it rolled out, per step); rank 0 returns every
+    rank's digests.
 
     ``[]`` for one process (nothing to compare) and under ZeRO-3 (no rank holds whole weights).
     """
@@ -349,6 +368,7 @@ def _rank_report(trainer: L.Trainer, module: PPOModule, run_dir: Path) -> list[d
     folder = run_dir / "ranks"
     folder.mkdir(parents=True, exist_ok=True)
     record = {"rank": trainer.global_rank, "world": world, "weights_sha256": digest,
+              "kl_coef": float(module.kl_ctl.value),
               "rollout_ids": {str(k): v for k, v in module.rollout_ids.items()}}  # fmt: skip
     path = folder / f"rank-{trainer.global_rank}.json"
     path.write_text(json.dumps(record) + "\n", encoding="utf-8")

@@ -30,7 +30,7 @@ def write_prompts(path: Path, n: int = 8) -> Path:
     return path
 
 
-def test_two_process_ddp_shards_gathers_and_stays_in_sync(tiny_model_dir, tmp_path):
+def _ddp_train(tiny_model_dir, tmp_path, **extra):
     data = write_prompts(tmp_path / "p.jsonl")
     run = tmp_path / "run"
     args = {
@@ -55,14 +55,18 @@ def test_two_process_ddp_shards_gathers_and_stays_in_sync(tiny_model_dir, tmp_pa
         "trainer.checkpoint_every": 100,
         "trainer.progress": False,
         "run.run_dir": str(run),
+        **extra,
     }
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
            "OMP_NUM_THREADS": "1"}  # fmt: skip
     cmd = [sys.executable, "-m", "limr", "train", *(f"{k}={v}" for k, v in args.items())]
     out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
+    return run, [json.loads((run / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
 
-    ranks = [json.loads((run / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+
+def test_two_process_ddp_shards_gathers_and_stays_in_sync(tiny_model_dir, tmp_path):
+    run, ranks = _ddp_train(tiny_model_dir, tmp_path)
     assert [r["world"] for r in ranks] == [2, 2]
 
     # sharded: every step, each rank rolled out its own half of the batch, no prompt twice
@@ -89,6 +93,18 @@ def test_two_process_ddp_shards_gathers_and_stays_in_sync(tiny_model_dir, tmp_pa
     start = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     assert weights_digest(final) == ranks[1]["weights_sha256"]["policy"]
     assert weights_digest(start) != ranks[1]["weights_sha256"]["policy"]
+
+
+def test_ranks_left_with_different_rows_keep_one_kl_coefficient(tiny_model_dir, tmp_path):
+    # rank 0 keeps both its groups every step; rank 1 one group, then none, then one. The
+    # adaptive KL coefficient follows the batch's KL, not each rank's own: it stays identical
+    # (it did not: each rank updated it from its local KL, and a rank without rows from 0).
+    # k2 >= 0 and a tiny target: once the policy has moved, any rows push the coefficient up
+    extra = {"ppo.adaptive_kl": True, "ppo.kl_coef": 0.05, "ppo.kl_estimator": "k2",
+             "ppo.kl_target": 1e-9, "ppo.kl_horizon": 10, "ppo.filter": "toy_uneven"}  # fmt: skip
+    _, ranks = _ddp_train(tiny_model_dir, tmp_path, **extra)
+    assert ranks[0]["kl_coef"] == ranks[1]["kl_coef"] != 0.05
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
 
 
 # -- the update's shortcuts give the same training as the long way round (one process).

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from limr.config import PPOConfig, SamplerConfig
+from limr.experience import make_experience, whitens
 from limr.module import PPOModule
 from limr.types import Prompt, Rollout, Scores
 
@@ -17,11 +19,20 @@ class _Reward:
 
 def _module(tiny_policy, tiny_tokenizer, **kwargs) -> PPOModule:
     prompts = [Prompt(id=f"p{i}", problem=f"{i}+1", answer="1", extra={}) for i in range(2)]
+    ppo = PPOConfig(rollout_batch_size=2, train_batch_size=4, micro_batch_size=4, kl_coef=0.0,
+                    **kwargs)  # fmt: skip
     return PPOModule(
         policy=tiny_policy, tokenizer=tiny_tokenizer, reward=_Reward(), prompts=prompts,
-        format_prompt=lambda p: p, history=None, n_samples=2, rollout_batch_size=2,
-        train_batch_size=4, micro_batch_size=4, kl_coef=0.0, **kwargs,
+        format_prompt=lambda p: p, history=None, sampler=SamplerConfig(n_samples=2), ppo=ppo,
     )  # fmt: skip
+
+
+def _experience(module: PPOModule, rewards, rows):
+    exp, _ = make_experience(
+        _rollout(), rewards, rows, module.models, sampler=module.sampler_config,
+        ppo=module.ppo_config, batching=module._batching(), kl_coef=0.0, recompute=False,
+    )  # fmt: skip
+    return exp
 
 
 def _rollout() -> Rollout:
@@ -43,20 +54,19 @@ def test_a_group_whose_samples_agree_gets_no_advantage_by_default(
 ):
     rewards = torch.tensor([1.0, 1.0, 1.0, -1.0])  # group 0 agrees, group 1 does not
     rows = torch.arange(4)
-    exp = _module(tiny_policy, tiny_tokenizer, estimator=estimator)._make_experience(
-        _rollout(), rewards, rows, {}
-    )
+    exp = _experience(_module(tiny_policy, tiny_tokenizer, estimator=estimator), rewards, rows)
     mask = exp.response_mask.bool()
     assert torch.all(exp.advantages[:2] == 0)  # both samples of group 0
     assert exp.advantages[2][mask[2]].min() > 0 > exp.advantages[3][mask[3]].max()
     # whitened again over the tokens (the old default), the agreeing group moves off zero
-    whitened = _module(
-        tiny_policy, tiny_tokenizer, estimator=estimator, whiten_advantages=True
-    )._make_experience(_rollout(), rewards, rows, {})
+    whitened = _experience(
+        _module(tiny_policy, tiny_tokenizer, estimator=estimator, whiten_advantages=True),
+        rewards,
+        rows,
+    )
     assert whitened.advantages[:2][mask[:2]].abs().min() > 0.1
 
 
-def test_value_based_estimators_still_whiten_by_default(tiny_policy, tiny_tokenizer):
-    module = _module(tiny_policy, tiny_tokenizer, estimator="reinforce_pp")
-    assert module.whiten_advantages
-    assert not _module(tiny_policy, tiny_tokenizer, estimator="grpo").whiten_advantages
+def test_value_based_estimators_still_whiten_by_default():
+    assert whitens(PPOConfig(estimator="reinforce_pp"))
+    assert not whitens(PPOConfig(estimator="grpo"))

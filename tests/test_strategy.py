@@ -29,24 +29,37 @@ HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
     ],
 )
 def test_deepspeed_config_per_strategy(strategy, stage, offload):
-    c = deepspeed_config(strategy, micro_batch_size=4, grad_clip=1.0, precision="bf16-mixed")
+    c = deepspeed_config(strategy, micro_batch_size=4, precision="bf16-mixed")
     zero = c["zero_optimization"]
     assert zero["stage"] == stage
     assert ("offload_optimizer" in zero) == offload
     assert ("offload_param" in zero) == (offload and stage == 3)
-    assert c["train_micro_batch_size_per_gpu"] == 4 and c["gradient_clipping"] == 1.0
+    assert c["train_micro_batch_size_per_gpu"] == 4
+    # DeepSpeed would clip actor and critic on one norm over both: the module clips each itself
+    assert c["gradient_clipping"] == 0.0
     assert c["bf16"] == {"enabled": True} and c["fp16"] == {"enabled": False}
     # Lightning rejects a config that sets it (the module marks accumulation boundaries itself)
     assert "gradient_accumulation_steps" not in c
 
 
 def test_deepspeed_precision_follows_the_trainer():
-    fp32 = deepspeed_config("deepspeed_stage_3", micro_batch_size=1, grad_clip=0.0,
-                            precision="32-true")  # fmt: skip
+    fp32 = deepspeed_config("deepspeed_stage_3", micro_batch_size=1, precision="32-true")
     assert not fp32["bf16"]["enabled"] and not fp32["fp16"]["enabled"]
-    fp16 = deepspeed_config("deepspeed_stage_2", micro_batch_size=1, grad_clip=0.0,
-                            precision="16-mixed")  # fmt: skip
-    assert fp16["fp16"]["enabled"] and not fp16["bf16"]["enabled"]
+    # float16: DeepSpeed's loss scaler would leave scaled gradients for the per-model clip
+    for precision in ("16-mixed", "16-true"):
+        with pytest.raises(ConfigError, match="trainer.precision.*bf16-mixed"):
+            deepspeed_config("deepspeed_stage_2", micro_batch_size=1, precision=precision)
+
+
+@pytest.mark.parametrize(
+    ("precision", "strategy"),
+    [("16-mixed", "auto"), ("16", "ddp"), ("16-true", "deepspeed_stage_2")],
+)
+def test_float16_loss_scaling_is_refused_naming_the_key(precision, strategy):
+    with pytest.raises(ConfigError, match=r"trainer\.precision.*bf16-mixed"):
+        load_config(None, [f"trainer.precision={precision}", f"trainer.strategy={strategy}"])
+    # bf16 needs no loss scaling and stays allowed
+    assert load_config(None, ["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
 
 
 def test_a_misspelt_deepspeed_strategy_fails_at_load():

@@ -279,3 +279,77 @@ def load_policy_weights(path: Path):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path)
+
+
+def test_gradient_checkpointing_covers_the_critic_and_both_norms_are_logged(
+    tiny_model_dir, tmp_path
+):
+    """model.gradient_checkpointing checkpoints the value model too (it never was), the step
+    trains with it, and the policy's and the critic's gradient norms are both logged."""
+    import lightning as L
+
+    class Spy(L.Callback):
+        def on_fit_start(self, trainer, module) -> None:  # noqa: ARG002
+            self.checkpointing = (
+                module.policy.is_gradient_checkpointing,
+                module.value_model.backbone.is_gradient_checkpointing,
+            )
+
+    data = write_prompts(tmp_path / "p.jsonl")
+    extra = {"model.gradient_checkpointing": True, "trainer.max_steps": 1}
+    spy = Spy()
+    summary = train(
+        load_config(None, overrides(tiny_model_dir, data, tmp_path / "run", **extra)),
+        callbacks=[spy],
+    )
+    assert spy.checkpointing == (True, True)
+    m = summary["metric_last"]
+    actor, critic = m["train/actor_grad_norm"], m["train/critic_grad_norm"]
+    assert actor > 0 and critic > 0 and actor != critic
+
+
+def tiny_base_overrides(run_dir: Path, **extra) -> list[str]:
+    """One step of one PPO epoch over one mini-batch on the shipped tiny base (trained: its
+    distributions are peaked enough for bf16 rounding to show in log-probs)."""
+    base = {
+        "plugins": "[toy_plugins]", "model.name_or_path": "builtin:tiny",
+        "data.train": "synthetic:arith", "data.max_prompts": 8, "reward.name": "toy_digit",
+        "sampler.n_samples": 2,
+        "sampler.max_new_tokens": 13, "sampler.temperature": 1.0, "ppo.rollout_batch_size": 2,
+        "ppo.train_batch_size": 4, "ppo.micro_batch_size": 2, "ppo.warmup_steps": 0,
+        "trainer.accelerator": "cpu", "trainer.max_steps": 1, "trainer.progress": False,
+        "run.run_dir": str(run_dir), **extra,
+    }  # fmt: skip
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.mark.parametrize(
+    ("precision", "recompute"),
+    [
+        ({"model.dtype": "bfloat16"}, True),
+        ({"trainer.precision": "bf16-mixed"}, True),
+        ({"model.dtype": "bfloat16", "ppo.old_logprobs": "sampler"}, False),
+        ({}, False),  # float32: the sampler's log-probs agree to rounding and are reused
+    ],
+    ids=["bf16-weights", "bf16-mixed", "bf16-sampler-logprobs", "float32"],
+)
+def test_bf16_first_update_starts_at_ratio_1_and_kl_0(tmp_path, precision, recompute):
+    """In bf16 the hf sampler's cached decode differs from the training forward: ``auto``
+    recomputes the old log-probs, so before the first optimiser step (one PPO epoch, one
+    mini-batch) the ratio is exactly 1, and the KL to the reference (a copy) exactly 0."""
+    import lightning as L
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # noqa: ARG002
+            self.recompute = module._recompute_old_logprobs()
+
+    spy = Spy()
+    summary = train(load_config(None, tiny_base_overrides(tmp_path / "run", **precision)),
+                    callbacks=[spy])  # fmt: skip
+    assert spy.recompute is recompute
+    m = summary["metric_last"]
+    if recompute:
+        assert m["train/approx_kl"] == 0.0 and m["train/clipfrac"] == 0.0
+        assert m["train/kl"] == 0.0
+    elif "ppo.old_logprobs" in precision:  # the sampler's bf16 log-probs: visibly off
+        assert m["train/approx_kl"] > 1e-9 and abs(m["train/kl"]) > 1e-6

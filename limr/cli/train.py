@@ -15,8 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from limr.module import NonFiniteLossError
     from limr.train import CheckpointError, train
+    from limr.update import NonFiniteLossError
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config:

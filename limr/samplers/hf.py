@@ -105,7 +105,10 @@ class HFSampler:
     """
 
     shares_weights = True
-    """Generation runs the policy module itself, so its log-probs are the policy's own."""
+    """Generation runs the policy module itself, with its current weights. Its log-probs come from
+    a one-token-at-a-time decode over a KV cache, which equals the training forward only to
+    float32 rounding: ``ppo.old_logprobs=auto`` reuses them in float32 and recomputes them in
+    bf16 or fp16 (see ``PPOModule._recompute_old_logprobs``)."""
 
     def __init__(
         self, model: nn.Module, tokenizer: Any, batch_size: int = 64, decoder: str = "loop"
