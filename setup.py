@@ -42,7 +42,8 @@ setup(
     ],
     extras_require={
         "gpu": ["deepspeed>=0.15", "vllm>=0.6"],
-        "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100"],
+        # trl: tests/test_integrations.py runs a few real GRPOTrainer steps (CPU, the tiny model)
+        "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "trl>=1.16,<2"],
         "bench": ["trl>=1.12"],
     },
     entry_points={"console_scripts": ["limr=limr.cli:main"]},

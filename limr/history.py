@@ -20,19 +20,34 @@ tells a whole epoch from one that a stopped run left partly recorded (see :func:
 :meth:`RewardHistory.commit` appends frames with ``fsync``; a process killed at any moment leaves a
 readable file: a torn last frame (short, or failing its checksum, at the end of the file) is
 ignored and cut off when the history is reopened, while damage before the end raises
-:class:`HistoryError`. :meth:`RewardHistory.truncate` drops the steps after a checkpoint so that a
+:class:`HistoryError`. The checksum covers a frame's payload only, so a damaged length field can
+make a middle frame look like a torn tail: before anything is treated as torn, the rest of the
+file is searched for a valid frame, and one found there means the damage is before the end (an
+error, nothing cut). :meth:`RewardHistory.truncate` drops the steps after a checkpoint so that a
 resumed run neither loses nor duplicates a cell (it rewrites the file via temp + fsync +
 ``os.replace``). The trainer must ``commit(step)`` before it saves the checkpoint of ``step``.
 
-:func:`read_openrlhf_logs` reads LIMR/OpenRLHF rollout logs (``step_N.json`` files) as a stream.
+Several processes recording one run (the ranks of a data-parallel job, the workers of a foreign
+trainer, see :mod:`limr.integrations`) each write their own file in the same folder,
+``rewards.<shard>.log`` (``RewardHistory(folder, shard="rank1")``); :meth:`RewardHistory.load` and
+every ``limr`` command read the folder's files merged, as one history.
+
+This module imports no torch: a history's arrays are numpy (:meth:`RewardHistory.numpy_arrays`),
+and its ``n``, ``n_correct``, ... properties (what the selectors read) are torch tensors made on
+first use. :func:`lim_scores` is LIM computed with numpy only, for ``limr score``. Foreign rollout
+logs (LIMR/OpenRLHF ``step_N.json``, veRL, TRL, NeMo-RL, prime-rl) are read by
+:mod:`limr.importers`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import shutil
 import struct
+import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,25 +55,45 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 LOG_NAME = "rewards.log"
-"""File of a history folder."""
+"""File of a history folder (a single-process recording)."""
 HISTORY_DIRNAME = "history"
 """Sub-folder of a run folder that holds its history (``run_dir/history``)."""
 FILE_MAGIC = b"LIMR-REWARD-HISTORY v1\n"
 FRAME_MAGIC = b"LRHF"
 _FRAME = struct.Struct("<4sQI")  # magic, payload length, crc32
 _U32 = struct.Struct("<I")
+_SHARD = re.compile(r"^rewards\.([A-Za-z0-9_-]+)\.log$")
+_SHARD_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class HistoryError(ValueError):
     """A history that cannot be read (corrupt file, wrong format) or a misuse of the recorder."""
 
 
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _np(x: Any) -> np.ndarray:
+    """A numpy view of a numpy array or a CPU torch tensor."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):  # a torch tensor
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
 @dataclass(frozen=True)
 class HistoryArrays:
     """A read-only history given by its arrays (satisfies :class:`limr.types.HistoryLike`).
+
+    The arrays are torch tensors for the selectors (:class:`RewardHistory` makes them so), or
+    numpy arrays where no torch is wanted (:meth:`RewardHistory.numpy_arrays`); every function of
+    this module takes either.
 
     Attributes:
         ids: I prompt ids.
@@ -71,10 +106,10 @@ class HistoryArrays:
     """
 
     ids: list[str]
-    n: torch.Tensor
-    n_correct: torch.Tensor
-    reward_sum: torch.Tensor
-    length_sum: torch.Tensor | None = None
+    n: Any
+    n_correct: Any
+    reward_sum: Any
+    length_sum: Any = None
     last_epoch_complete: bool | None = None
 
     @property
@@ -108,25 +143,39 @@ def _head(h: Any, epochs: int) -> HistoryArrays:
     num_e = int(h.n.shape[1])
     # a cut before the last epoch ends on a whole epoch (a later one was begun after it)
     last = True if epochs < num_e else epoch_complete(h, num_e - 1)
+    nc, rs = h.n_correct, h.reward_sum
     return HistoryArrays(
         ids=list(h.ids),
         n=h.n[:, :epochs],
-        n_correct=h.n_correct[:, :epochs],
-        reward_sum=h.reward_sum[:, :epochs],
+        n_correct=None if nc is None else nc[:, :epochs],
+        reward_sum=None if rs is None else rs[:, :epochs],
         length_sum=None if ls is None else ls[:, :epochs],
         last_epoch_complete=last,
     )
 
 
+def score_record(id_key: str, pid: str, score: float) -> dict[str, Any]:
+    """One line of a scores file, as :func:`limr.selectors.curves.score_record` writes it (this
+    twin needs no torch): a finite score as a number; -inf, inf and NaN (which JSON cannot
+    hold) as ``"score": null`` with ``"nonfinite": "-inf" | "inf" | "nan"``."""
+    score = float(score)
+    if math.isfinite(score):
+        return {id_key: pid, "score": score}
+    return {id_key: pid, "score": None, "nonfinite": str(score)}
+
+
 @dataclass
 class _Block:
-    """The cells of one (step, epoch): prompt indices and their sums (numpy, [M] each)."""
+    """The cells of one (step, epoch): prompt indices and their sums (numpy, [M] each).
+
+    ``idx`` holds unique indices into RewardHistory.ids; the integer arrays may be int32 or
+    int64 (readers of rollout logs keep them compact)."""
 
     step: int
     epoch: int
-    idx: np.ndarray  # [M] int64 index into RewardHistory.ids
-    n: np.ndarray  # [M] int64
-    n_correct: np.ndarray  # [M] int64
+    idx: np.ndarray  # [M] index into RewardHistory.ids
+    n: np.ndarray  # [M]
+    n_correct: np.ndarray  # [M]
     reward_sum: np.ndarray  # [M] float64
     length_sum: np.ndarray | None  # [M] float64
     epoch_steps: int | None = None  # steps of this block's epoch (written by the trainer)
@@ -173,29 +222,53 @@ def _max_known(values: Any) -> int | None:
 
 
 def _to_numpy(x: Any, dtype: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=dtype).reshape(-1)
+    return np.asarray(_np(x), dtype=dtype).reshape(-1)
+
+
+def log_files(folder: str | Path) -> list[Path]:
+    """The log files of a history folder: ``rewards.log`` first, then the shards
+    ``rewards.<shard>.log`` in natural order (rank2 before rank10)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    shards = []
+    for p in folder.iterdir():
+        m = _SHARD.match(p.name)
+        if m and p.is_file():
+            shards.append(p)
+
+    def natural(p: Path) -> list[Any]:
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+    main = [folder / LOG_NAME] if (folder / LOG_NAME).is_file() else []
+    return main + sorted(shards, key=natural)
 
 
 class RewardHistory:
     """Per-prompt, per-epoch reward statistics, recorded step by step (HistoryLike).
 
     Args:
-        path: a folder (created if missing) that holds ``rewards.log``; if it already holds a
-            history, that history is loaded (a torn tail from a killed process is cut off).
+        path: a folder (created if missing) that holds the log; if it already holds this
+            recorder's log, that log is loaded (a torn tail from a killed process is cut off).
             None keeps the history in memory only.
+        shard: None for the folder's ``rewards.log``; a name (letters, digits, ``-``, ``_``)
+            for ``rewards.<shard>.log``, one file per process of a multi-process recording
+            (:meth:`load` reads them all, merged).
 
     Attributes (computed lazily from the recorded cells, then cached):
         ids: I prompt ids in order of first appearance.
-        n, n_correct: [I, E] int64 rollouts and correct rollouts; epochs 0..E-1; ``n == 0`` means
-            the prompt was not rolled out that epoch.
+        n, n_correct: [I, E] int64 torch tensors, rollouts and correct rollouts; epochs 0..E-1;
+            ``n == 0`` means the prompt was not rolled out that epoch.
         reward_sum: [I, E] float64 sum of rewards.
         length_sum: [I, E] float64 sum of response lengths, or None if lengths were not recorded.
+        info: reader details (``torn_tail_bytes``, ``shards``, an importer's counts, ...).
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, shard: str | None = None) -> None:
+        if shard is not None and not _SHARD_NAME.match(shard):
+            raise HistoryError(f"shard name {shard!r}: use letters, digits, '-' and '_' only")
         self.path = None if path is None else Path(path)
+        self.log_name = LOG_NAME if shard is None else f"rewards.{shard}.log"
         self._ids: list[str] = []
         self._index: dict[str, int] = {}
         self._blocks: list[_Block] = []  # committed first (in file order), then pending
@@ -203,13 +276,15 @@ class RewardHistory:
         self._committed_step: int | None = None
         self._ids_on_disk = 0
         self._epoch_totals: dict[int, list[float]] = {}  # epoch -> [n, n_correct, reward_sum]
+        self._dense_np: dict[str, np.ndarray | None] = {}
         self._dense: HistoryArrays | None = None
+        self._ids_cache: list[str] | None = None
         self.info: dict[str, Any] = {}
         if self.path is not None:
             if self.path.exists() and not self.path.is_dir():
                 raise HistoryError(f"{self.path}: a reward history is a folder, not a file")
             self.path.mkdir(parents=True, exist_ok=True)
-            log = self.path / LOG_NAME
+            log = self.path / self.log_name
             if log.exists():
                 self._load_log(log, repair=True)
 
@@ -219,9 +294,9 @@ class RewardHistory:
         step: int,
         epoch: int,
         ids: Sequence[str],
-        correct: torch.Tensor,
-        rewards: torch.Tensor,
-        lengths: torch.Tensor | None = None,
+        correct: Any,
+        rewards: Any,
+        lengths: Any = None,
         epoch_steps: int | None = None,
     ) -> None:
         """Add one training step's N rollouts (``ids`` repeats a prompt's id for each sample).
@@ -230,7 +305,8 @@ class RewardHistory:
             step: the training step (cells of a step are committed and truncated together).
             epoch: the pass over the training prompts this step belongs to (0-based).
             ids: N prompt ids.
-            correct: [N] bool, True where the final answer was right.
+            correct: [N] bool (torch tensor, numpy array or list), True where the final answer
+                was right.
             rewards: [N] float rewards.
             lengths: [N] response lengths (tokens), optional.
             epoch_steps: how many steps ``epoch`` has in all (the trainer knows it), optional:
@@ -258,6 +334,13 @@ class RewardHistory:
             )
         if not len(ids):
             return
+        idx = self.intern(ids)
+        self._add_block(
+            step, epoch, *_aggregate(idx, correct_np, rewards_np, lengths_np), epoch_steps
+        )
+
+    def intern(self, ids: Sequence[str]) -> np.ndarray:
+        """The indices of ``ids`` in :attr:`ids` (int64), giving new ids the next indices."""
         index = self._index
         idx = np.fromiter((index.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
         if (idx < 0).any():
@@ -266,9 +349,26 @@ class RewardHistory:
                     index[pid] = len(self._ids)
                     self._ids.append(pid)
             idx = np.fromiter((index[i] for i in ids), dtype=np.int64, count=len(ids))
-        self._add_block(
-            step, epoch, *_aggregate(idx, correct_np, rewards_np, lengths_np), epoch_steps
-        )
+        return idx
+
+    def add_cells(
+        self,
+        step: int,
+        epoch: int,
+        idx: np.ndarray,
+        n: np.ndarray,
+        n_correct: np.ndarray,
+        reward_sum: np.ndarray,
+        length_sum: np.ndarray | None = None,
+        epoch_steps: int | None = None,
+    ) -> None:
+        """Add already aggregated cells of one (step, epoch): ``idx`` [M] unique indices from
+        :meth:`intern`, and their sums (what the importers of rollout logs do)."""
+        if epoch < 0:
+            raise HistoryError(f"epoch must be >= 0, got {epoch}")
+        if len(idx) and int(np.max(idx)) >= len(self._ids):
+            raise HistoryError("add_cells: an index refers to no interned id")
+        self._add_block(step, epoch, idx, n, n_correct, reward_sum, length_sum, epoch_steps)
 
     def _add_block(self, step, epoch, idx, n, nc, rs, ls, epoch_steps=None) -> None:
         es = None if epoch_steps is None else int(epoch_steps)
@@ -277,7 +377,12 @@ class RewardHistory:
         tot[0] += float(n.sum())
         tot[1] += float(nc.sum())
         tot[2] += float(rs.sum())
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._dense_np = {}
         self._dense = None
+        self._ids_cache = None
 
     def commit(self, step: int) -> None:
         """Make everything recorded for steps <= ``step`` durable (append + fsync).
@@ -293,7 +398,7 @@ class RewardHistory:
             for b in now:
                 groups.setdefault((b.step, b.epoch), []).append(b)
             merged = [_merge(g) for g in groups.values()]
-            log = self.path / LOG_NAME
+            log = self.path / self.log_name
             fresh = not log.exists() or log.stat().st_size == 0
             with open(log, "ab") as f:
                 if fresh:
@@ -338,7 +443,7 @@ class RewardHistory:
                 tot[0] += float(b.n.sum())
                 tot[1] += float(b.n_correct.sum())
                 tot[2] += float(b.reward_sum.sum())
-            self._dense = None
+            self._invalidate()
         if self._committed_step is not None and self._committed_step > step:
             self._committed_step = step
         if self.path is not None and (changed_disk or self._ids[: len(disk_ids)] != disk_ids):
@@ -346,8 +451,8 @@ class RewardHistory:
 
     def _rewrite(self) -> None:
         assert self.path is not None
-        log = self.path / LOG_NAME
-        tmp = log.with_name(LOG_NAME + ".tmp")
+        log = self.path / self.log_name
+        tmp = log.with_name(self.log_name + ".tmp")
         self._ids_on_disk = 0
         with open(tmp, "wb") as f:
             f.write(FILE_MAGIC)
@@ -357,6 +462,61 @@ class RewardHistory:
             os.fsync(f.fileno())
         os.replace(tmp, log)
         _fsync_dir(self.path)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write every cell of this history (pending ones too) as a new history folder.
+
+        The folder is written whole or not at all: into a temporary folder beside it, fsynced,
+        then renamed. ``folder`` must not exist yet, or be an empty folder. Returns the folder.
+        """
+        folder = Path(folder)
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise HistoryError(f"{folder}: already exists and is not an empty folder")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            saved_on_disk = self._ids_on_disk
+            self._ids_on_disk = 0
+            try:
+                with open(tmp / LOG_NAME, "wb") as f:
+                    f.write(FILE_MAGIC)
+                    groups: dict[tuple[int, int], list[_Block]] = {}
+                    for b in self._blocks:
+                        groups.setdefault((b.step, b.epoch), []).append(b)
+                    # frames in step order, ids declared as they first appear
+                    for key in sorted(groups):
+                        f.write(self._frame(_merge(groups[key])))
+                    f.flush()
+                    os.fsync(f.fileno())
+            finally:
+                self._ids_on_disk = saved_on_disk
+            _fsync_dir(tmp)
+            if folder.exists():
+                folder.rmdir()
+            os.replace(tmp, folder)
+            _fsync_dir(folder.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+    def first_epochs(self, epochs: int) -> RewardHistory:
+        """A memory-only copy holding the cells of the first ``epochs`` epochs."""
+        if epochs < 1:
+            raise HistoryError(f"max_epochs must be at least 1, got {epochs}")
+        out = RewardHistory(None)
+        for b in self._blocks:
+            if b.epoch < epochs:
+                idx = out.intern([self._ids[j] for j in b.idx.tolist()])
+                out._add_block(
+                    b.step, b.epoch, idx, b.n, b.n_correct, b.reward_sum, b.length_sum,
+                    b.epoch_steps,
+                )  # fmt: skip
+        out.info = dict(self.info)
+        out._n_committed = len(out._blocks)
+        steps = [b.step for b in out._blocks]
+        out._committed_step = max(steps) if steps else None
+        return out
 
     def _frame(self, b: _Block) -> bytes:
         """Serialise a block; declares the ids it introduces (advances ``_ids_on_disk``)."""
@@ -391,18 +551,49 @@ class RewardHistory:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path) -> RewardHistory:
-        """Read a history folder (or its ``rewards.log``), in memory only (the file is untouched).
+        """Read a history folder (all its log files, merged; or a run folder's ``history/``) or
+        one log file, in memory only (the files are untouched).
 
         A torn last frame is ignored; any other damage raises :class:`HistoryError`.
         """
         path = Path(path)
-        log = path if path.is_file() else path / LOG_NAME
-        if not log.is_file():
-            raise HistoryError(f"{path}: no reward history here (expected {LOG_NAME})")
+        if path.is_file():
+            logs = [path]
+        else:
+            folder = find_history(path)
+            logs = [] if folder is None else log_files(folder)
+        if not logs:
+            raise HistoryError(
+                f"{path}: no reward history here (expected {LOG_NAME} or rewards.<shard>.log)"
+            )
         h = cls(None)
-        h._load_log(log, repair=False)
+        h._load_log(logs[0], repair=False)
+        torn = {logs[0].name: h.info.pop("torn_tail_bytes")} if "torn_tail_bytes" in h.info else {}
+        for log in logs[1:]:
+            part = cls(None)
+            part._load_log(log, repair=False)
+            if "torn_tail_bytes" in part.info:
+                torn[log.name] = part.info["torn_tail_bytes"]
+            h._absorb(part)
+        if len(logs) > 1:
+            h.info["shards"] = [p.name for p in logs]
+        if torn:
+            h.info["torn_tail_bytes"] = sum(torn.values())
         h.path = None
         return h
+
+    def _absorb(self, other: RewardHistory) -> None:
+        """Add the cells of another history (one more shard of the same run)."""
+        remap = self.intern(other._ids) if other._ids else np.zeros(0, np.int64)
+        for b in other._blocks:
+            self._add_block(
+                b.step, b.epoch, remap[b.idx], b.n, b.n_correct, b.reward_sum, b.length_sum,
+                b.epoch_steps,
+            )  # fmt: skip
+        self._n_committed = len(self._blocks)
+        self._ids_on_disk = len(self._ids)
+        steps = [b.step for b in self._blocks]
+        self._committed_step = max(steps) if steps else None
 
     def _load_log(self, log: Path, repair: bool) -> None:
         # Frame by frame: memory O(largest frame + the history), not O(file).
@@ -436,7 +627,8 @@ class RewardHistory:
         pos = len(FILE_MAGIC)
         while pos < size:
             if size - pos < _FRAME.size:
-                return pos  # torn frame header
+                return self._torn_at(log, f, pos, size, "torn frame header")
+            f.seek(pos)
             magic, length, crc = _FRAME.unpack(f.read(_FRAME.size))
             end = pos + _FRAME.size + length
             if magic != FRAME_MAGIC:
@@ -445,17 +637,29 @@ class RewardHistory:
                     return pos  # zero-filled tail of a crash
                 raise HistoryError(f"{log}: corrupt at byte {pos} (bad frame marker)")
             if end > size:
-                return pos  # torn payload
+                return self._torn_at(log, f, pos, size, "frame longer than the file")
             payload = f.read(length)
             if zlib.crc32(payload) != crc:
                 if end == size:
-                    return pos  # the last frame was torn
+                    return self._torn_at(log, f, pos, size, "checksum mismatch")
                 raise HistoryError(f"{log}: corrupt at byte {pos} (checksum mismatch)")
             try:
                 self._read_payload(memoryview(payload))
             except (ValueError, KeyError, UnicodeDecodeError) as err:
                 raise HistoryError(f"{log}: corrupt frame at byte {pos}: {err}") from None
             pos = end
+        return pos
+
+    @staticmethod
+    def _torn_at(log: Path, f: Any, pos: int, size: int, why: str) -> int:
+        """``pos`` starts what looks like a torn last frame: return it, unless a valid frame
+        follows (then the frame at ``pos`` was damaged, e.g. in its length field: an error)."""
+        found = _valid_frame_after(f, pos + 1, size)
+        if found is not None:
+            raise HistoryError(
+                f"{log}: corrupt at byte {pos} ({why}, yet a valid frame follows at byte "
+                f"{found}: the frame header is damaged; nothing was cut)"
+            )
         return pos
 
     def _read_payload(self, payload: memoryview) -> None:
@@ -500,10 +704,10 @@ class RewardHistory:
         step: int = 0,
     ) -> RewardHistory:
         """A memory-only history from [I, E] arrays (all cells count as recorded at ``step``)."""
-        n_np = np.asarray(n, dtype=np.int64)
-        nc_np = np.asarray(n_correct, dtype=np.int64)
-        rs_np = np.asarray(reward_sum, dtype=np.float64)
-        ls_np = None if length_sum is None else np.asarray(length_sum, dtype=np.float64)
+        n_np = np.asarray(_np(n), dtype=np.int64)
+        nc_np = np.asarray(_np(n_correct), dtype=np.int64)
+        rs_np = np.asarray(_np(reward_sum), dtype=np.float64)
+        ls_np = None if length_sum is None else np.asarray(_np(length_sum), dtype=np.float64)
         if n_np.ndim != 2 or n_np.shape[0] != len(ids):
             raise HistoryError(f"from_arrays: n must be [I={len(ids)}, E], got {n_np.shape}")
         h = cls(None)
@@ -524,64 +728,104 @@ class RewardHistory:
                     None if ls_np is None else ls_np[rows, e],
                 )
         # The dense arrays are already known: cache them (no densify on first use).
-        h._dense = HistoryArrays(
-            ids=h._ids,
-            n=torch.from_numpy(np.ascontiguousarray(n_np)),
-            n_correct=torch.from_numpy(np.ascontiguousarray(nc_np)),
-            reward_sum=torch.from_numpy(np.ascontiguousarray(rs_np)),
-            length_sum=None if ls_np is None else torch.from_numpy(np.ascontiguousarray(ls_np)),
-        )
+        h._dense_np = {
+            "n": np.ascontiguousarray(n_np),
+            "n_correct": np.ascontiguousarray(nc_np),
+            "reward_sum": np.ascontiguousarray(rs_np),
+            "length_sum": None if ls_np is None else np.ascontiguousarray(ls_np),
+        }
         return h
 
     # ------------------------------------------------------------------ reading (HistoryLike)
+    _FIELDS = ("n", "n_correct", "reward_sum", "length_sum")
+
+    def _dense_field(self, name: str) -> np.ndarray | None:
+        """The [I, E] numpy array of one field, densified from the blocks on first use."""
+        if name in self._dense_np:
+            return self._dense_np[name]
+        num_i = len(self._ids)
+        num_e = max((b.epoch for b in self._blocks), default=-1) + 1
+        if name == "length_sum" and not (
+            self._blocks and all(b.length_sum is not None for b in self._blocks)
+        ):
+            self._dense_np[name] = None
+            return None
+        dtype = np.int64 if name in ("n", "n_correct") else np.float64
+        # Epoch-major [E, I] while scattering (a block writes one row, near-sequentially), then
+        # one transposing copy to [I, E]: ~2.5x faster than scattering into columns.
+        out = np.zeros((num_e, num_i), dtype)
+        for b in self._blocks:
+            # a block's prompt indices are unique, so a fancy-index += adds each cell once
+            out[b.epoch, b.idx] += getattr(b, name)
+        dense = np.ascontiguousarray(out.T)
+        self._dense_np[name] = dense
+        return dense
+
+    def numpy_arrays(
+        self, fields: Sequence[str] | None = None, epochs: int | None = None
+    ) -> HistoryArrays:
+        """The history as numpy arrays (no torch): a :class:`HistoryArrays` whose fields not in
+        ``fields`` (default: all) are left as None, so that only what is needed is built.
+
+        With ``epochs``, the first ``epochs`` epochs (as :meth:`head`); without, the arrays
+        answer completeness questions as this history does (pass both to
+        :func:`whole_epochs`)."""
+        fields = self._FIELDS if fields is None else tuple(fields)
+        unknown = set(fields) - set(self._FIELDS)
+        if unknown:
+            raise HistoryError(f"numpy_arrays: unknown fields {sorted(unknown)}")
+        got = {name: self._dense_field(name) if name in fields else None for name in self._FIELDS}
+        if got["n"] is None:
+            got["n"] = self._dense_field("n")  # the shape and presence always come along
+        num_e = int(got["n"].shape[1])
+        last = None if num_e == 0 else self.epoch_complete(num_e - 1)
+        arrays = HistoryArrays(ids=self.ids, **got, last_epoch_complete=last)
+        if epochs is None:
+            return arrays
+        cut = _head(arrays, epochs)
+        return HistoryArrays(
+            ids=cut.ids,
+            n=cut.n,
+            n_correct=None if got["n_correct"] is None else cut.n_correct,
+            reward_sum=None if got["reward_sum"] is None else cut.reward_sum,
+            length_sum=cut.length_sum,
+            last_epoch_complete=cut.last_epoch_complete,
+        )
+
     def _arrays(self) -> HistoryArrays:
         if self._dense is not None:
             return self._dense
-        num_i = len(self._ids)
-        num_e = max((b.epoch for b in self._blocks), default=-1) + 1
-        has_len = bool(self._blocks) and all(b.length_sum is not None for b in self._blocks)
-        # Epoch-major [E, I] while scattering (a block writes one row, near-sequentially), then
-        # one transposing copy to [I, E]: ~2.5x faster than scattering into columns.
-        n = np.zeros((num_e, num_i), np.int64)
-        nc = np.zeros((num_e, num_i), np.int64)
-        rs = np.zeros((num_e, num_i), np.float64)
-        ls = np.zeros((num_e, num_i), np.float64) if has_len else None
-        for b in self._blocks:
-            # a block's prompt indices are unique, so a fancy-index += adds each cell once
-            n[b.epoch, b.idx] += b.n
-            nc[b.epoch, b.idx] += b.n_correct
-            rs[b.epoch, b.idx] += b.reward_sum
-            if ls is not None:
-                ls[b.epoch, b.idx] += b.length_sum
-        n, nc, rs = (np.ascontiguousarray(a.T) for a in (n, nc, rs))
-        ls = None if ls is None else np.ascontiguousarray(ls.T)
+        torch = _torch()
+        ls = self._dense_field("length_sum")
         self._dense = HistoryArrays(
-            ids=list(self._ids),
-            n=torch.from_numpy(n),
-            n_correct=torch.from_numpy(nc),
-            reward_sum=torch.from_numpy(rs),
+            ids=self.ids,
+            n=torch.from_numpy(self._dense_field("n")),
+            n_correct=torch.from_numpy(self._dense_field("n_correct")),
+            reward_sum=torch.from_numpy(self._dense_field("reward_sum")),
             length_sum=None if ls is None else torch.from_numpy(ls),
         )
         return self._dense
 
     @property
     def ids(self) -> list[str]:
-        return self._arrays().ids
+        if self._ids_cache is None or len(self._ids_cache) != len(self._ids):
+            self._ids_cache = list(self._ids)
+        return self._ids_cache
 
     @property
-    def n(self) -> torch.Tensor:
+    def n(self) -> Any:
         return self._arrays().n
 
     @property
-    def n_correct(self) -> torch.Tensor:
+    def n_correct(self) -> Any:
         return self._arrays().n_correct
 
     @property
-    def reward_sum(self) -> torch.Tensor:
+    def reward_sum(self) -> Any:
         return self._arrays().reward_sum
 
     @property
-    def length_sum(self) -> torch.Tensor | None:
+    def length_sum(self) -> Any:
         return self._arrays().length_sum
 
     @property
@@ -591,6 +835,10 @@ class RewardHistory:
     @property
     def num_prompts(self) -> int:
         return len(self._ids)
+
+    @property
+    def num_rollouts(self) -> int:
+        return int(sum(t[0] for t in self._epoch_totals.values()))
 
     @property
     def committed_step(self) -> int | None:
@@ -646,11 +894,13 @@ class RewardHistory:
 
 def iter_cells(history: Any) -> Iterator[dict[str, Any]]:
     """One dict per (prompt, epoch) cell with rollouts, prompt by prompt (for export)."""
-    n = history.n.numpy()
-    nc = history.n_correct.numpy()
-    rs = history.reward_sum.numpy()
-    ls = history.length_sum
-    ls = None if ls is None else ls.numpy()
+    if isinstance(history, RewardHistory):
+        history = history.numpy_arrays()
+    n = _np(history.n)
+    nc = _np(history.n_correct)
+    rs = _np(history.reward_sum)
+    ls = getattr(history, "length_sum", None)
+    ls = None if ls is None else _np(ls)
     for i, pid in enumerate(history.ids):
         for e in np.flatnonzero(n[i] > 0).tolist():
             cell = {
@@ -678,7 +928,7 @@ def epoch_complete(history: Any, epoch: int) -> bool | None:
     return True if epoch < int(history.n.shape[1]) - 1 else None
 
 
-def whole_epochs(history: Any) -> tuple[Any, dict[str, Any]]:
+def whole_epochs(history: Any, arrays: Any = None) -> tuple[Any, dict[str, Any]]:
     """The history cut to its whole epochs, and what was left out: what selectors score.
 
     LIM, LINEAR and the other curve selectors compare prompts epoch by epoch, so an epoch that a
@@ -694,19 +944,26 @@ def whole_epochs(history: Any) -> tuple[Any, dict[str, Any]]:
       whose completeness the history cannot tell;
     - a partial epoch that is the only one is kept (nothing else would be left to score).
 
+    Args:
+        history: any HistoryLike (torch or numpy arrays); it answers the completeness questions.
+        arrays: optionally, the arrays to cut instead of ``history``'s own (e.g.
+            ``history.numpy_arrays()``, to stay torch-free).
+
     Returns:
-        (view, info): ``history`` itself when every epoch is kept, else its first k epochs (a
-        :class:`HistoryArrays` view); ``info`` = {"epochs_recorded": E, "epochs_dropped": E - k,
-        "partial_epoch": None, or {"epoch", "steps" recorded, "of" (its steps in all, or None),
-        "prompts" rolled out in it, "dropped"}}.
+        (view, info): ``arrays`` (default ``history``) itself when every epoch is kept, else its
+        first k epochs (a :class:`HistoryArrays` view); ``info`` = {"epochs_recorded": E,
+        "epochs_dropped": E - k, "partial_epoch": None, or {"epoch", "steps" recorded, "of" (its
+        steps in all, or None), "prompts" rolled out in it, "dropped"}}.
     """
-    num_e = int(history.n.shape[1])
+    target = history if arrays is None else arrays
+    num_e = int(target.n.shape[1])
     info: dict[str, Any] = {"epochs_recorded": num_e, "epochs_dropped": 0, "partial_epoch": None}
     if num_e == 0:
-        return history, info
-    nonempty = torch.nonzero(history.n.sum(dim=0) > 0).squeeze(1)
+        return target, info
+    n = _np(target.n)
+    nonempty = np.flatnonzero(n.sum(axis=0) > 0)
     if len(nonempty) == 0:
-        return history, info
+        return target, info
     keep = int(nonempty[-1]) + 1  # trailing epochs without rollouts go
     last = keep - 1
     if epoch_complete(history, last) is False:
@@ -717,21 +974,142 @@ def whole_epochs(history: Any) -> tuple[Any, dict[str, Any]]:
             "epoch": last,
             "steps": recorded,
             "of": expected,
-            "prompts": int((history.n[:, last] > 0).sum()),
+            "prompts": int((n[:, last] > 0).sum()),
             "dropped": dropped,
         }
         if dropped:
             keep = last
     info["epochs_dropped"] = num_e - keep
     if keep == num_e:
-        return history, info
-    return _head(history, keep), info
+        return target, info
+    return _head(target, keep), info
+
+
+# ---------------------------------------------------------------------------------------------
+# LIM without torch (what `limr score` runs for the built-in `lim`)
+
+LIM_CHUNK_ROWS = 1 << 15
+"""Rows per block, as :data:`limr.selectors.curves.CHUNK_ROWS`."""
+
+
+def lim_scores(
+    history: Any, metric: str = "accuracy", whole: bool = True
+) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """LIM (LIMR eq. 2-3) of every prompt with numpy only: the arithmetic of the ``lim``
+    selector (:mod:`limr.selectors.lim`, ``missing="drop"``) step for step.
+
+        s_i = 1 - sum_k (r_i^k - r_avg^k)^2 / sum_k (1 - r_avg^k)^2
+
+    r_i^k is prompt i's accuracy (``metric="reward"``: mean raw reward) in epoch k; a missing
+    r_i^k takes r_i^(k+1) (one backward pass); prompts still missing an epoch are left out;
+    r_avg is the mean curve of the others. Only whole epochs are scored (:func:`whole_epochs`,
+    ``whole=False`` scores every recorded epoch).
+
+    The same operations in the same order as the torch selector, in float64; the only
+    difference is the order of the floating-point additions inside the BLAS / reduction kernels
+    (torch's depend on the CPU's vector width), so scores agree to ~1e-14, not bit for bit (the
+    test suite checks both, and that they keep the same prompts).
+
+    Returns:
+        (ids of the scored prompts in history order, their scores [I'] float64, info): info has
+        the fields ``limr score`` reports: ``epochs``, ``epochs_recorded``, ``epochs_dropped``,
+        ``partial_epoch``, ``n_prompts``, ``n_scored``, ``unscored``, ``avg_curve``,
+        ``filled_cells``, ``metric``.
+    """
+    if metric not in ("accuracy", "reward"):
+        raise HistoryError(f"metric must be accuracy or reward, got {metric!r}")
+    field = "n_correct" if metric == "accuracy" else "reward_sum"
+    arrays = history.numpy_arrays(("n", field)) if isinstance(history, RewardHistory) else history
+    if whole:
+        view, epochs = whole_epochs(history, arrays)
+    else:
+        view = arrays
+        num_e = int(arrays.n.shape[1])
+        epochs = {"epochs_recorded": num_e, "epochs_dropped": 0, "partial_epoch": None}
+    n = _np(view.n)
+    num = _np(getattr(view, field))
+    num_i, num_e = n.shape
+    values = np.empty((num_i, num_e), np.float64)
+    complete = np.empty(num_i, bool)
+    total = np.zeros(num_e, np.float64)
+    filled = 0
+    for lo in range(0, num_i, LIM_CHUNK_ROWS):
+        hi = min(num_i, lo + LIM_CHUNK_ROWS)
+        n_c = n[lo:hi]
+        present = n_c > 0
+        v = values[lo:hi]
+        np.divide(num[lo:hi], np.maximum(n_c, 1), out=v, casting="unsafe")
+        if num_e > 1:
+            fill = present[:, 1:] > present[:, :-1]  # missing at k, present at k + 1
+            k = int(fill.sum())
+            if k:
+                filled += k
+                v[:, :-1] = np.where(fill, v[:, 1:], v[:, :-1])  # reads before it writes
+                present[:, :-1] |= fill
+        c = present.sum(axis=1, dtype=np.int32) == num_e
+        complete[lo:hi] = c
+        total += c.astype(np.float64) @ v
+    count = int(complete.sum())
+    avg = total / count if count else np.full(num_e, np.nan)
+    rows = np.flatnonzero(complete)
+    scores = np.full(num_i, np.nan)
+    if count:
+        denom = float(((1.0 - avg) ** 2).sum())
+        dist = ((values - avg) ** 2).sum(axis=1)
+        if denom == 0.0:
+            # every prompt perfect in every epoch (the average is 1): all follow it exactly
+            scores = np.where(dist == 0, 1.0, -np.inf)
+        else:
+            scores = 1.0 - dist / denom
+    ids = list(view.ids)
+    scored_ids = ids if count == num_i else [ids[j] for j in rows.tolist()]
+    info = {
+        "selector": "lim",
+        "metric": metric,
+        "n_prompts": num_i,
+        "n_scored": count,
+        "unscored": num_i - count,
+        "epochs": num_e,
+        "avg_curve": avg.tolist(),
+        "filled_cells": filled,
+        "dropped_missing": num_i - count,
+        **epochs,
+    }
+    return scored_ids, scores[rows] if count != num_i else scores, info
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def _chunks(f: Any, size: int = 1 << 20) -> Iterator[bool]:
     """True for each non-zero byte block of the rest of ``f``, False for all-zero ones."""
     while block := f.read(size):
         yield block.count(0) != len(block)
+
+
+def _valid_frame_after(f: Any, start: int, size: int, chunk: int = 1 << 20) -> int | None:
+    """The offset of the first whole frame with a valid checksum at or after ``start``, or None.
+
+    Scans for FRAME_MAGIC a chunk at a time (memory O(chunk + the largest frame checked))."""
+    pos = start
+    tail = len(FRAME_MAGIC) - 1
+    while pos < size:
+        f.seek(pos)
+        block = f.read(chunk + tail)
+        if not block:
+            return None
+        at = block.find(FRAME_MAGIC)
+        while at >= 0:
+            cand = pos + at
+            if cand + _FRAME.size <= size:
+                f.seek(cand)
+                magic, length, crc = _FRAME.unpack(f.read(_FRAME.size))
+                if cand + _FRAME.size + length <= size and length >= 4:
+                    if zlib.crc32(f.read(length)) == crc:
+                        return cand
+            at = block.find(FRAME_MAGIC, at + 1)
+        pos += chunk
+    return None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -747,202 +1125,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-# ---------------------------------------------------------------------------------------------
-# LIMR / OpenRLHF rollout logs
-
-_STEP_FILE = re.compile(r"^step_(\d+)\.jsonl?$")
-
-
-def iter_json_array(path: str | Path, chunk_chars: int = 1 << 20) -> Iterator[Any]:
-    """Yield the elements of a JSON array file one at a time.
-
-    Memory is O(chunk_chars + the largest element), not O(file): the file is read in chunks and
-    each element is decoded as soon as it is complete.
-    """
-    decoder = json.JSONDecoder()
-    path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        buf = ""
-        pos = 0
-        eof = False
-        want = chunk_chars
-
-        def more() -> bool:
-            nonlocal buf, pos, eof, want
-            if eof:
-                return False
-            chunk = f.read(want)
-            if not chunk:
-                eof = True
-                return False
-            buf = buf[pos:] + chunk
-            pos = 0
-            return True
-
-        def skip_ws() -> str:
-            nonlocal pos
-            while True:
-                while pos < len(buf) and buf[pos] in " \t\r\n":
-                    pos += 1
-                if pos < len(buf):
-                    return buf[pos]
-                if not more():
-                    return ""
-
-        if skip_ws() != "[":
-            raise HistoryError(f"{path}: expected a JSON list of rollouts")
-        pos += 1
-        if skip_ws() == "]":
-            return
-        while True:
-            try:
-                obj, end = decoder.raw_decode(buf, pos)
-            except json.JSONDecodeError as err:
-                # Incomplete element: read more (growing the read so that one huge element costs
-                # O(its size) overall), or fail at the end of the file.
-                if more():
-                    want = max(want, len(buf))
-                    continue
-                raise HistoryError(f"{path}: not valid JSON near character {err.pos}") from None
-            want = chunk_chars
-            pos = end
-            yield obj
-            c = skip_ws()
-            if c == ",":
-                pos += 1
-                skip_ws()
-            elif c == "]":
-                return
-            else:
-                raise HistoryError(f"{path}: expected ',' or ']' after an element")
-
-
-def _iter_step_records(path: Path) -> Iterator[Any]:
-    if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise HistoryError(f"{path}:{lineno}: not valid JSON: {err.msg}") from None
-    else:
-        yield from iter_json_array(path)
-
-
-def step_files(folder: str | Path) -> list[tuple[int, Path]]:
-    """The ``step_N.json`` / ``step_N.jsonl`` files of a folder, sorted by N."""
-    folder = Path(folder)
-    found = []
-    for p in folder.iterdir():
-        m = _STEP_FILE.match(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-def read_openrlhf_logs(
-    folder: str | Path,
-    steps_per_epoch: int,
-    max_epochs: int | None = None,
-    *,
-    first_step: int = 1,
-    correct_reward: float = 1.0,
-    prompt_field: str = "prompt",
-    reward_field: str = "reward",
-    response_field: str = "response",
-) -> RewardHistory:
-    """Read LIMR/OpenRLHF rollout logs into a memory-only history keyed by prompt text.
-
-    The folder holds ``step_N.json`` files (N from ``first_step``), each a JSON list of
-    ``{prompt, response, reward, ...}``; step N belongs to epoch ``(N - first_step) //
-    steps_per_epoch``. A rollout is correct when its reward equals ``correct_reward`` (LIMR: +1;
-    -0.5 and -1 both count as wrong). Ids are the stripped prompt texts. Lengths are response
-    lengths in characters.
-
-    Memory: files are parsed one element at a time (:func:`iter_json_array`), so the bound is
-    O(one step's prompts + the largest rollout + prompts x epochs), whatever the logs' total size.
-    """
-    if steps_per_epoch < 1:
-        raise HistoryError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise HistoryError(f"{folder}: not a folder of step_N.json rollout logs")
-    files = step_files(folder)
-    if not files:
-        raise HistoryError(f"{folder}: no step_N.json files")
-    h = RewardHistory(None)
-    read: list[int] = []
-    for step, path in files:
-        if step < first_step:
-            continue
-        epoch = (step - first_step) // steps_per_epoch
-        if max_epochs is not None and epoch >= max_epochs:
-            continue
-        # One step's rollouts aggregated per prompt: O(prompts in the step) memory.
-        per_prompt: dict[str, list[float]] = {}
-        for k, rec in enumerate(_iter_step_records(path)):
-            try:
-                prompt = rec[prompt_field].strip()
-                reward = float(rec[reward_field])
-            except (KeyError, TypeError, ValueError, AttributeError):
-                raise HistoryError(
-                    f"{path}: rollout {k + 1} lacks a text {prompt_field!r} or a numeric "
-                    f"{reward_field!r}"
-                ) from None
-            response = rec.get(response_field)
-            length = len(response) if isinstance(response, str) else 0
-            acc = per_prompt.get(prompt)
-            if acc is None:
-                per_prompt[prompt] = [1.0, float(reward == correct_reward), reward, length]
-            else:
-                acc[0] += 1.0
-                acc[1] += reward == correct_reward
-                acc[2] += reward
-                acc[3] += length
-        if per_prompt:
-            for prompt in per_prompt:
-                if prompt not in h._index:
-                    h._index[prompt] = len(h._ids)
-                    h._ids.append(prompt)
-            idx = np.fromiter((h._index[p] for p in per_prompt), np.int64, len(per_prompt))
-            sums = np.array(list(per_prompt.values()), dtype=np.float64).reshape(-1, 4)
-            order = np.argsort(idx)
-            h._add_block(
-                step,
-                epoch,
-                idx[order],
-                np.rint(sums[order, 0]).astype(np.int64),
-                np.rint(sums[order, 1]).astype(np.int64),
-                sums[order, 2].copy(),
-                sums[order, 3].copy(),
-                steps_per_epoch,
-            )
-        read.append(step)
-    if not read:
-        raise HistoryError(f"{folder}: no step files within the first {max_epochs} epochs")
-    expected_last = read[-1]
-    missing = sorted(set(range(first_step, expected_last + 1)) - set(read))
-    h.info.update(
-        source=str(folder),
-        steps_read=len(read),
-        first_step=read[0],
-        last_step=read[-1],
-        missing_steps=missing,
-        steps_per_epoch=steps_per_epoch,
-    )
-    h._committed_step = read[-1]
-    h._n_committed = len(h._blocks)
-    return h
-
-
 def find_history(path: str | Path) -> Path | None:
-    """The history folder at ``path`` (a history folder, its log, or a run folder), else None."""
+    """The history folder at ``path`` (a history folder, one of its logs, or a run folder),
+    else None."""
     path = Path(path)
-    if path.is_file() and path.name == LOG_NAME:
+    if path.is_file() and (path.name == LOG_NAME or _SHARD.match(path.name)):
         return path.parent
-    if (path / LOG_NAME).is_file():
+    if log_files(path):
         return path
-    if (path / HISTORY_DIRNAME / LOG_NAME).is_file():
+    if log_files(path / HISTORY_DIRNAME):
         return path / HISTORY_DIRNAME
     return None

@@ -40,9 +40,12 @@ from typing import Any
 
 import lightning as L
 
+from limr.cheap_study import CHEAP_ARMS, CHEAP_LABELS
 from limr.config import ConfigError, LimrConfig, check_selector, to_yaml
 
-SUBSET_ARMS = ("lim", "linear", "rand")
+SUBSET_ARMS = ("lim", "linear", "rand", *CHEAP_ARMS)
+"""Arms trained on a selection of the FULL pool; the cheap-LIM arms (issue 11,
+:mod:`limr.cheap_study`) are selected only when ``run.arms`` names them."""
 ARM_LABELS = {
     "base": "base",
     "full": "FULL",
@@ -50,6 +53,7 @@ ARM_LABELS = {
     "linear": "LINEAR",
     "rand": "RAND",
     "curriculum": "CURRICULUM",
+    **CHEAP_LABELS,
 }
 KNOWN_ARMS = ("full", *SUBSET_ARMS, "curriculum")
 N_STAGES = 6
@@ -205,7 +209,8 @@ class Pipeline:
                 return {**s, "_summary": f"done before ({s['steps']} steps)"}
             if job.arm in SUBSET_ARMS:
                 sel_done = self.root / "selections" / f"selections-s{job.seed}.json"
-                if sel_done.exists() and json.loads(sel_done.read_text())[job.arm]["n_kept"] == 0:
+                saved = json.loads(sel_done.read_text()) if sel_done.exists() else {}
+                if saved.get(job.arm, {}).get("n_kept") == 0:
                     # Nothing to train on (e.g. LINEAR needs two or more epochs of history): the
                     # arm is skipped, and the report says so.
                     return {"skipped": True, "_summary": "skipped: its selection kept no prompts"}
@@ -379,16 +384,22 @@ class Pipeline:
         and RAND (the size of the first) from the FULL run's reward history."""
         from limr.history import RewardHistory
         from limr.registry import SELECTORS, import_plugins
-        from limr.selectors.curves import score_record
 
         import_plugins(self.cfg.plugins)
         out_dir = self.root / "selections"
         out_dir.mkdir(parents=True, exist_ok=True)
         done = out_dir / f"selections-s{seed}.json"
-        if done.exists():
-            saved = json.loads(done.read_text())
+        cheap = [a for a in self.arms if a in CHEAP_ARMS]
+        saved = json.loads(done.read_text()) if done.exists() else None
+        if saved is not None and all(a in saved for a in cheap):
             return {**saved, "_summary": "done before"}
         history = RewardHistory.load(self.arm_dir("full", seed) / "history")
+        if saved is not None:  # the cheap arms added since
+            for arm in cheap:
+                if arm not in saved:
+                    saved[arm] = self._cheap_selection(arm, seed, history, out_dir)
+            _write_json(done, saved)
+            return {**saved, "_summary": "done before (cheap arms added)"}
         sc = self.cfg.selector
         result: dict[str, Any] = {}
         # selector.size (top N) applies to the selector and LINEAR alike; otherwise each uses its
@@ -402,23 +413,9 @@ class Pipeline:
         )
         rand = SELECTORS.build("rand", size=len(main.kept_ids), seed=seed).select(history)
         for name, sel in (("lim", main), ("linear", linear), ("rand", rand)):
-            path = out_dir / f"{name}-s{seed}.jsonl"
-            _write_text(path, "".join(json.dumps({"id": i}) + "\n" for i in sel.kept_ids))
-            scores_path = out_dir / f"{name}-s{seed}.scores.jsonl"
-            rows = [
-                {**score_record("id", i, s), "kept": bool(k)}
-                for i, s, k in zip(sel.ids, sel.scores.tolist(), sel.keep.tolist())
-            ]
-            _write_text(scores_path, "".join(json.dumps(r) + "\n" for r in rows))
-            info = {k: v for k, v in sel.info.items() if k != "avg_curve"}
-            result[name] = {
-                "path": str(path),
-                "scores": str(scores_path),
-                "n_kept": len(sel.kept_ids),
-                "n_scored": len(sel.ids),
-                "threshold": sel.threshold,
-                "info": info,
-            }
+            result[name] = _selection_entry(out_dir, name, seed, sel)
+        for arm in cheap:
+            result[arm] = self._cheap_selection(arm, seed, history, out_dir)
         result["lim"]["selector"] = sc.name
         result["lim"]["label"] = arm_label("lim", self.cfg)
         result["lim"]["avg_curve"] = main.info.get("avg_curve")
@@ -434,6 +431,21 @@ class Pipeline:
             f"{result['linear']['n_kept']}, RAND {result['rand']['n_kept']}"
         )
         return {**result, "_summary": summary}
+
+    def _cheap_selection(self, arm: str, seed: int, history: Any, out_dir: Path) -> dict:
+        """A cheap-LIM arm's selection (:mod:`limr.cheap_study`), written as the others are."""
+        from limr.cheap_study import cheap_selection, probe_selection
+
+        cost: dict[str, Any] = {}
+        if arm == "lim_probe":
+            summary = json.loads((self.arm_dir("full", seed) / "train_summary.json").read_text())
+            sel, cost = probe_selection(
+                self.cfg, self.arm_dir("full", seed), self.root / "probe" / f"s{seed}",
+                self.base_model(), seed, int(summary["steps"]),
+            )  # fmt: skip
+        else:
+            sel = cheap_selection(arm, history, self.cfg, seed)
+        return _selection_entry(out_dir, arm, seed, sel, cost)
 
     def _eval_path(self, arm: str, seed: int | None) -> Path:
         name = "base" if seed is None else f"{arm}-s{seed}"
@@ -475,6 +487,33 @@ class Pipeline:
             self.log(f"    {name}: {_accuracies(result)}")
         _write_json(self.root / "eval.json", combined)
         return combined
+
+
+def _selection_entry(
+    out_dir: Path, name: str, seed: int, sel: Any, extra: dict | None = None
+) -> dict:
+    """Write ``<name>-s<seed>.jsonl`` (the kept ids) and ``.scores.jsonl``; the entry of
+    ``selections-s<seed>.json`` (``extra`` joins the selection's info)."""
+    from limr.selectors.curves import score_record
+
+    path = out_dir / f"{name}-s{seed}.jsonl"
+    _write_text(path, "".join(json.dumps({"id": i}) + "\n" for i in sel.kept_ids))
+    scores_path = out_dir / f"{name}-s{seed}.scores.jsonl"
+    rows = [
+        {**score_record("id", i, s), "kept": bool(k)}
+        for i, s, k in zip(sel.ids, sel.scores.tolist(), sel.keep.tolist())
+    ]
+    _write_text(scores_path, "".join(json.dumps(r) + "\n" for r in rows))
+    info = {k: v for k, v in sel.info.items() if k != "avg_curve"}
+    info.update(extra or {})
+    return {
+        "path": str(path),
+        "scores": str(scores_path),
+        "n_kept": len(sel.kept_ids),
+        "n_scored": len(sel.ids),
+        "threshold": sel.threshold,
+        "info": info,
+    }
 
 
 def _accuracies(result: dict) -> str:

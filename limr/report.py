@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from limr.cheap_study import CHEAP_ARMS, CHEAP_LABELS
 from limr.config import LimrConfig
 from limr.stats import (
     END_EPOCHS,
@@ -43,8 +44,9 @@ LABELS = {
     "linear": "LINEAR",
     "rand": "RAND",
     "curriculum": "CURRICULUM",
+    **CHEAP_LABELS,
 }
-SUBSET_ARMS = ("lim", "linear", "rand")
+SUBSET_ARMS = ("lim", "linear", "rand", *CHEAP_ARMS)
 COMPARISONS = (("lim", "rand"), ("lim", "full"), ("lim", "linear"), ("curriculum", "full"))
 """The pairs (A, B) of the Comparisons section, A - B, when both arms are in the run."""
 N_BOOT = 10000
@@ -352,6 +354,22 @@ def comparisons_section(
             "run.seeds=[...] for a spread.",
         ]
     return lines + [""]
+
+
+def cheap_lim_lines(
+    root: Path,
+    results: dict,
+    selections: dict,
+    arms: list[str],
+    seeds: list[int],
+    labels: dict[str, str],
+) -> list[str]:
+    """The "Cheap LIM" section (issue 11; :func:`limr.cheap_study.cheap_section`), or nothing
+    when the run has no cheap-LIM arm."""
+    from limr.cheap_study import cheap_section
+
+    body = cheap_section(root, results, selections, arms, seeds, labels)
+    return ["## Cheap LIM", "", *body] if body else []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -864,6 +882,7 @@ def write_report(
         "## Comparisons",
         "",
         *comparisons_section(compare_arms(root, arms, seeds, benches), labels, seeds),
+        *cheap_lim_lines(root, results, selections, arms, seeds, labels),
         "## What ran",
         "",
         *what_ran_section(root, cfg, selections, arms, seeds, labels),

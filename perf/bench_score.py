@@ -1,17 +1,68 @@
-"""Scoring benchmarks: LIM on 1,000,000 prompts x 21 epochs, and streaming LIMR step logs.
+"""Scoring benchmarks: LIM on 1,000,000 prompts x 21 epochs, a history on disk, and `limr score`
+on the rollout logs of every format at the released LIMR run's size, beside the released
+algorithm.
 
-    .venv/bin/python perf/bench_score.py                 # both, the defaults below
-    .venv/bin/python perf/bench_score.py --skip-logs     # only the 1M x 21 timing
+    .venv/bin/python perf/bench_score.py                       # everything, the defaults below
+    .venv/bin/python perf/bench_score.py --skip-logs           # only the selector timings
+    .venv/bin/python perf/bench_score.py --skip-lim            # only the rollout logs
 
 1. A synthetic history of ``--prompts`` x ``--epochs`` cells (8 rollouts each, ``--missing`` of the
    cells absent as with LIMR's shuffled drop_last epochs, accuracies rising over the run) is built
    in memory; then LIM (and, for reference, the other offline selectors) select from it ``--repeat``
    times. Target: LIM under 1 s per selection.
-2. A folder of LIMR/OpenRLHF ``step_N.json`` logs is written and read back by
-   :func:`limr.history.read_openrlhf_logs` in a child process, once for the first third of the
-   epochs and once for all of them: the peak memory growth stays flat while the bytes read triple
-   (memory O(one step's prompts + prompts x epochs), not O(logs)).
-Wall and CPU seconds are both printed: on a shared machine the wall time depends on the load.
+2. A history committed epoch by epoch to disk, then loaded and scored (``--disk-prompts``).
+3. The released run's size, 8,523 prompts x 21 epochs x 8 samples (1,431,360 rollouts, 8 steps
+   an epoch, empty responses: 149 MB of LIMR ``step_N.json``), is written in each format limr
+   imports (LIMR/OpenRLHF JSON lists, veRL JSONL, TRL parquet, NeMo-RL JSONL, prime-rl episode
+   JSONL). The released algorithm (GAIR-NLP/LIMR ``lim/lim_selection.py``, restated in
+   ``_RELEASED``) reads the JSON lists; ``python -m limr score --format F`` reads each format.
+   Each is a fresh process, timed from its start (start-up included, median of
+   ``--log-repeat`` runs); its peak RSS is its own VmHWM. Target: at most half the released
+   algorithm's wall time on every format. Then ``--scale`` times the logs (hard links of the same
+   files as later steps: 210 epochs) are read whole, to show memory growing with the cells, not
+   with the bytes.
+
+Measured 2026-12-02 on this project's 2-core machine, idle (load average 0.1-0.3), with
+`.venv/bin/python perf/bench_score.py`:
+
+    == LIM on 1,000,000 prompts x 21 epochs (4% cells missing; torch 2.13.0+cpu, 2 threads)
+       selector       first s  median s  best s   cpu s  kept/scored
+       lim              0.296     0.270   0.267   0.270  799,507/931,972
+       linear           0.200     0.193   0.192   0.193  305,637/931,972
+       pearson          0.309     0.309   0.302   0.309  460,252/931,972
+       learnability     0.045     0.046   0.044   0.046  825,951/1,000,000
+       variance         0.227     0.220   0.218   0.220  1,000/1,000,000
+       rand             0.219     0.228   0.219   0.228  1,389/931,972
+       LIM median < 1 s: PASS
+    == history on disk: 200,000 prompts x 21 epochs, one record + commit per epoch
+       79.2 MB on disk (20.6 bytes per cell); record 1.57 s, commit 0.13 s in all;
+       load + densify 0.14 s; LIM 0.06 s
+    == `limr score` on rollout logs of every format, the released run's size (1,431,360 rollouts)
+       wrote openrlhf    149.4 MB in 168 files (largest 0.89 MB)
+       wrote verl        200.0 MB in 168 files (largest 1.20 MB)
+       wrote trl           4.9 MB in 168 files (largest 0.03 MB)
+       wrote nemo-rl     179.4 MB in 168 files (largest 1.07 MB)
+       wrote prime-rl    268.1 MB in 168 files (largest 1.60 MB)
+       reader                         wall s  cpu s peak MB  wall/released
+       released algorithm (json)        2.37   2.45     538          1.00x
+       (limr start-up alone)            0.17   0.25      55
+       limr score --format openrlhf     0.85   1.35     107          0.36x  max |diff| 1.1e-16
+       limr score --format verl         0.82   1.33     102          0.34x
+       limr score --format trl          0.80   0.93     175          0.34x
+       limr score --format nemo-rl      0.92   1.48     131          0.39x
+       limr score --format prime-rl     1.23   2.13     113          0.52x  (1.8x the bytes)
+       10x the logs (openrlhf, 1,494 MB, 210 epochs scored): 6.38 s wall, 10.53 s cpu, peak 190 MB
+       10x the logs (verl, 2,000 MB, 210 epochs scored): 5.55 s wall, 9.42 s cpu, peak 184 MB
+
+Every format scores the same 8,520 prompts as the released algorithm (the released JSON lists to
+within 1.1e-16). Before this bench's readers, `limr score` took 5.50 s and 263 MB on the same
+logs. prime-rl's episode records hold the same rollouts in 1.8x the bytes, and parsing is the
+cost: it stays just above half the released time (0.52-0.55x in three runs; the others 0.34-0.43x
+in every run). With another job loading both cores the two threads no longer help, and the CPU
+column is the fair comparison (1.0-2.4 s against the released 2.5-2.9 s). The peak is the
+interpreter with numpy and pyarrow (55 MB) plus what grows with the cells (prompts x epochs:
++80 MB for 10x the epochs); pyarrow's own peak is about 1.7x the largest file per worker
+(tests/test_importers.py checks that it does not grow with the number of files).
 """
 
 from __future__ import annotations
@@ -102,97 +153,284 @@ def bench_lim(args: argparse.Namespace) -> bool:
     return ok
 
 
-_CHILD = """
+# ---------------------------------------------------------------------------------------------
+# Rollout logs of every format, at the released run's size, against the released algorithm
+
+_RELEASED = """
 import json, sys, time
-from limr.history import read_openrlhf_logs
+from pathlib import Path
+import numpy as np
 
-def status():
-    out = {}
-    for line in open("/proc/self/status"):
-        if line.startswith(("VmRSS", "VmHWM")):
-            key, value = line.split(":")
-            out[key] = int(value.split()[0])
-    return out
+# The released LIM script's algorithm (GAIR-NLP/LIMR, lim/lim_selection.py), restated: every step
+# file of the first max_epochs epochs loaded whole with json.load, rollouts grouped by epoch,
+# per-epoch accuracy of each prompt (keyed by prompt.strip(); reward == 1 correct; -1 = absent),
+# one backward fill, prompts absent after it left out, the mean curve, then the normalised
+# squared distance. (The script keys its table by the raw prompt and counts by the stripped one:
+# the same when prompts carry no surrounding whitespace; here both are the stripped one.)
+folder, spe, max_epochs = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+epochs, prompts, current = [], set(), []
+for step in range(1, spe * max_epochs + 1):
+    with open(folder / f"step_{step}.json") as f:
+        current.extend(json.load(f))
+    if step % spe == 0:
+        prompts.update(r["prompt"].strip() for r in current)
+        epochs.append(current)
+        current = []
+per_epoch = []
+for epoch in epochs:
+    acc = {p: [0, 0] for p in prompts}
+    for r in epoch:
+        a = acc[r["prompt"].strip()]
+        a[1] += 1
+        a[0] += r["reward"] == 1
+    per_epoch.append({p: c / t if t else -1 for p, (c, t) in acc.items()})
+curves = {p: [e[p] for e in per_epoch] for p in prompts}
+for c in curves.values():
+    for k in range(len(c) - 1):
+        if c[k] == -1 and c[k + 1] != -1:
+            c[k] = c[k + 1]
+valid = {p: c for p, c in curves.items() if -1 not in c}
+mean = np.mean(list(valid.values()), axis=0)
+denom = sum((1 - b) ** 2 for b in mean)
+scores = {p: 1 - sum((a - b) ** 2 for a, b in zip(c, mean)) / denom for p, c in valid.items()}
+with open(sys.argv[4], "w") as f:
+    for p, s in scores.items():
+        f.write(json.dumps({"prompt": p, "score": s}) + "\\n")
+"""
 
-try:  # reset the peak to the current size (Linux >= 4.0), so the import peak does not count
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-except OSError:
-    pass
-base = status()["VmRSS"]
-t = time.perf_counter()
-h = read_openrlhf_logs(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
-sec = time.perf_counter() - t
-n = h.n
-print(json.dumps({"base_kb": base, "peak_kb": status()["VmHWM"], "seconds": sec,
-                  "prompts": len(h.ids), "epochs": int(n.shape[1]), "rollouts": int(n.sum())}))
+TEMPLATE = "<|im_start|>user\\nProblem {i}: compute {i} + {j}.<|im_end|>\\n"
+"""A prompt as the bench writes it in JSON (the newline escaped)."""
+
+
+def _released_run(args: argparse.Namespace):
+    """(step, [(prompt index, rewards of its samples)]) of a LIMR-like run: every epoch a fresh
+    permutation of the prompts in steps of prompts // steps_per_epoch (drop_last)."""
+    rng = np.random.default_rng(getattr(args, "seed", 0))
+    per_step = args.log_prompts // args.steps_per_epoch
+    step = 0
+    for _ in range(args.log_epochs):
+        order = rng.permutation(args.log_prompts)
+        for s in range(args.steps_per_epoch):
+            step += 1
+            chosen = order[s * per_step : (s + 1) * per_step]
+            rewards = rng.choice([1.0, -0.5, -1.0], size=(len(chosen), args.samples))
+            yield step, chosen.tolist(), rewards.tolist()
+
+
+def write_format(fmt: str, folder: Path, args: argparse.Namespace) -> int:
+    """Write the run in one format; returns the bytes written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    response = "x" * args.response_chars
+    total = 0
+    for step, chosen, rewards in _released_run(args):
+        texts = {i: TEMPLATE.format(i=i, j=i * 7 % 113) for i in chosen}
+        if fmt == "trl":
+            out = folder / "completions"
+            out.mkdir(parents=True, exist_ok=True)
+            rows = [(i, r) for i, rr in zip(chosen, rewards) for r in rr]
+            table = pa.table({
+                "step": [step] * len(rows),
+                "prompt": [json.loads(f'"{texts[i]}"') for i, _ in rows],
+                "completion": [response] * len(rows),
+                "accuracy": [r for _, r in rows],
+                "id": [f"q{i}" for i, _ in rows],
+                "advantage": [0.0] * len(rows),
+            })  # fmt: skip
+            path = out / f"completions_{step:05d}.parquet"
+            pq.write_table(table, path)
+            total += path.stat().st_size
+            continue
+        lines = []
+        for i, rr in zip(chosen, rewards):
+            t = texts[i]
+            for r in rr:
+                if fmt == "openrlhf":
+                    lines.append(f'{{"prompt": "{t}", "response": "{response}", "reward": {r}}}')
+                elif fmt == "verl":
+                    lines.append(f'{{"input": "{t}", "output": "{response}", "gts": "{i}", '
+                                 f'"score": {r}, "step": {step}, "index": {i}}}')  # fmt: skip
+                elif fmt == "nemo-rl":
+                    lines.append(f'{{"content": ["{t}", "{response}"], "rewards": {r}, '
+                                 f'"input_lengths": 40, "idx": 0}}')  # fmt: skip
+                elif fmt == "prime-rl":
+                    lines.append(
+                        f'{{"id": "e", "task": {{"type": "Math", "key": "q{i}", "hash": "h{i}"}}, '
+                        f'"group": {{"id": "g"}}, "ok": true, "traces": [{{"rewards": '
+                        f'{{"correct": {{"score": {r}, "weight": 1.0}}}}, "is_completed": true}}]}}'
+                    )
+        if fmt == "openrlhf":
+            path = folder / f"step_{step}.json"
+            data = "[" + ", ".join(lines) + "]"
+        elif fmt == "verl":
+            path, data = folder / f"{step}.jsonl", "\n".join(lines) + "\n"
+        elif fmt == "nemo-rl":
+            path, data = folder / f"train_data_step{step}.jsonl", "\n".join(lines) + "\n"
+        else:
+            path = folder / "rollouts" / f"step_{step}" / "train" / "all" / "traces.jsonl"
+            data = "\n".join(lines) + "\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(data)
+        total += len(data)
+    return total
+
+
+_PEAK = """
+import atexit, os, runpy, sys
+
+def report():  # the peak RSS of this process since its exec (VmHWM), on stderr's last line
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM"))
+    os.write(2, f"\\nPEAK_KB {kb}\\n".encode())
+
+atexit.register(report)
+mode, target, sys.argv = sys.argv[1], sys.argv[2], sys.argv[2:]
+if mode == "-m":
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    exec(compile(open(target).read(), target, "exec"), {"__name__": "__main__"})
 """
 
 
 def write_logs(folder: Path, prompts: int, steps_per_epoch: int, epochs: int, samples: int,
                response_chars: int, seed: int = 0) -> int:  # fmt: skip
-    rng = np.random.default_rng(seed)
-    texts = [
-        f"<|im_start|>user\nProblem {i}: compute {i} + {i * 7 % 113}.<|im_end|>\n"
-        for i in range(prompts)
-    ]
-    per_step = prompts // steps_per_epoch
-    filler = "x" * response_chars
-    total = 0
-    for e in range(epochs):
-        order = rng.permutation(prompts)
-        for s in range(steps_per_epoch):
-            chosen = order[s * per_step : (s + 1) * per_step]
-            rewards = rng.choice([1.0, -0.5, -1.0], size=(len(chosen), samples))
-            rows = [
-                {"prompt": texts[i], "response": filler, "reward": float(r)}
-                for i, rr in zip(chosen.tolist(), rewards)
-                for r in rr.tolist()
-            ]
-            path = folder / f"step_{e * steps_per_epoch + s + 1}.json"
-            data = json.dumps(rows)
-            path.write_text(data)
-            total += len(data)
-    return total
+    """LIMR/OpenRLHF ``step_N.json`` logs of a run of that shape in ``folder``; returns the
+    bytes written (:func:`write_format` for the other formats)."""
+    args = argparse.Namespace(log_prompts=prompts, steps_per_epoch=steps_per_epoch,
+                              log_epochs=epochs, samples=samples, response_chars=response_chars,
+                              seed=seed)  # fmt: skip
+    return write_format("openrlhf", Path(folder), args)
 
 
-def bench_logs(args: argparse.Namespace) -> None:
-    spe, epochs = args.steps_per_epoch, args.log_epochs
-    print(
-        f"== streaming {spe * epochs} step logs: {args.log_prompts:,} prompts, {spe} steps per "
-        f"epoch, {epochs} epochs, {args.samples} samples, {args.response_chars}-char responses"
-    )
-    folder = Path(tempfile.mkdtemp(prefix="limr_bench_logs_"))
-    try:
+def run_measured(cmd: list[str], env: dict, repeat: int) -> tuple[float, float, float]:
+    """(median wall seconds, median CPU seconds, largest peak RSS in MB) of ``python -m MODULE
+    ...`` or ``python FILE ...`` (``cmd`` without the interpreter) run ``repeat`` times. The
+    peak is read by the child itself (VmHWM: a parent's rusage would count the memory the child
+    had at fork); CPU = the child's user + system time, which other load on the machine does not
+    inflate the way it does the wall time."""
+    walls, cpus, peaks = [], [], []
+    for _ in range(repeat):
         t = time.perf_counter()
-        total = write_logs(folder, args.log_prompts, spe, epochs, args.samples, args.response_chars)
-        step_mb = max(p.stat().st_size for p in folder.iterdir()) / 2**20
-        print(
-            f"   wrote {total / 2**20:.0f} MB ({step_mb:.1f} MB per step file) in "
-            f"{time.perf_counter() - t:.1f} s"
-        )
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        print(
-            f"   {'epochs read':>11}{'MB read':>9}{'seconds':>9}{'MB/s':>7}{'peak RSS growth':>17}"
-        )
-        for e in sorted({max(1, epochs // 3), epochs}):
-            out = subprocess.run(
-                [sys.executable, "-c", _CHILD, str(folder), str(spe), str(e)],
-                capture_output=True,
-                text=True,
-                env=env,
-                check=True,
-            )
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            mb = total / 2**20 * e / epochs
-            grow = (r["peak_kb"] - r["base_kb"]) / 1024
+        mode = ["-m", cmd[1], *cmd[2:]] if cmd[0] == "-m" else ["-f", *cmd]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _PEAK, *mode], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        walls.append(time.perf_counter() - t)
+        cpus.append(usage.ru_utime + usage.ru_stime)
+        tail = err.strip().splitlines()
+        if proc.returncode != 0 or not tail or not tail[-1].startswith("PEAK_KB"):
+            raise SystemExit(f"failed: {' '.join(cmd)}\n{err}")
+        peaks.append(int(tail[-1].split()[1]) / 1024)
+    return statistics.median(walls), statistics.median(cpus), max(peaks)
+
+
+def _scores(path: Path) -> dict[str, float]:
+    out = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        out[rec.get("prompt", rec.get("id"))] = rec["score"]
+    return out
+
+
+def bench_logs(args: argparse.Namespace) -> bool:
+    spe, epochs = args.steps_per_epoch, args.log_epochs
+    rollouts = (args.log_prompts // spe) * spe * epochs * args.samples
+    print(
+        f"== `limr score` on rollout logs of every format, the released run's size: "
+        f"{args.log_prompts:,} prompts x {epochs} epochs x {args.samples} samples "
+        f"({rollouts:,} rollouts, {spe} steps an epoch, {args.response_chars}-char responses); "
+        f"wall = median of {args.log_repeat} runs, start-up included; peak = the process's "
+        f"max RSS ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})"
+    )
+    root = Path(tempfile.mkdtemp(prefix="limr_bench_logs_"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ok = True
+    try:
+        folders = {}
+        for fmt in args.formats:
+            t = time.perf_counter()
+            folders[fmt] = root / fmt
+            folders[fmt].mkdir()
+            size = write_format(fmt, folders[fmt], args)
+            files = [p for p in folders[fmt].rglob("*") if p.is_file()]
+            largest = max(p.stat().st_size for p in files)
             print(
-                f"   {e:>11}{mb:>9.0f}{r['seconds']:>9.1f}{mb / r['seconds']:>7.1f}"
-                f"{grow:>14.1f} MB   ({r['prompts']:,} prompts x {r['epochs']} epochs, "
-                f"{r['rollouts']:,} rollouts)"
+                f"   wrote {fmt:<9} {size / 2**20:7.1f} MB in {len(files)} files (largest "
+                f"{largest / 2**20:.2f} MB) in {time.perf_counter() - t:.1f} s"
             )
+        released_out = root / "released.jsonl"
+        script = root / "released_lim.py"
+        script.write_text(_RELEASED)
+        base_wall, base_cpu, base_peak = run_measured(
+            [str(script), str(folders["openrlhf"]), str(spe), str(epochs), str(released_out)],
+            env, args.log_repeat,
+        )  # fmt: skip
+        released = _scores(released_out)
+        idle = root / "idle.py"
+        idle.write_text("import limr.cli.score, limr.importers, pyarrow.json\n")
+        idle_wall, idle_cpu, idle_peak = run_measured([str(idle)], env, args.log_repeat)
+        print(f"   {'reader':<30}{'wall s':>7}{'cpu s':>7}{'peak MB':>8}{'wall/released':>15}"
+              "  scores")  # fmt: skip
+        print(f"   {'released algorithm (json)':<30}{base_wall:>7.2f}{base_cpu:>7.2f}"
+              f"{base_peak:>8.0f}{'1.00x':>15}  {len(released):,} prompts")  # fmt: skip
+        print(f"   {'(limr start-up alone)':<30}{idle_wall:>7.2f}{idle_cpu:>7.2f}{idle_peak:>8.0f}")
+        for fmt in args.formats:
+            out = root / f"{fmt}.jsonl"
+            cmd = ["-m", "limr", "score", str(folders[fmt]), "--format", fmt,
+                   "--steps-per-epoch", str(spe), "--max-epochs", str(epochs),
+                   "--out", str(out)]  # fmt: skip
+            wall, cpu, peak = run_measured(cmd, env, args.log_repeat)
+            got = _scores(out)
+            if fmt in ("openrlhf", "verl", "nemo-rl"):  # keyed by prompt text
+                keys = {k.strip() for k in released}
+                same = set(map(str.strip, got)) == keys or len(got) == len(released)
+            else:
+                same = len(got) == len(released)
+            diff = ""
+            if fmt == "openrlhf":
+                d = max(abs(got[k] - released[k]) for k in released)
+                diff = f", max |diff| {d:.1e}"
+            good = wall <= 0.5 * base_wall
+            ok &= good
+            print(
+                f"   {'limr score --format ' + fmt:<30}{wall:>7.2f}{cpu:>7.2f}{peak:>8.0f}"
+                f"{wall / base_wall:>14.2f}x  {len(got):,} prompts"
+                f"{'' if same else ' (DIFFERENT SET)'}{diff}  {'PASS' if good else 'FAIL'} <= 0.5x"
+            )
+        if args.scale > 1:
+            for fmt in ("openrlhf", "verl"):
+                if fmt not in folders:
+                    continue
+                big = root / f"{fmt}_x{args.scale}"
+                big.mkdir()
+                files = sorted(
+                    (p for p in folders[fmt].iterdir() if p.suffix in (".json", ".jsonl")),
+                    key=lambda p: int("".join(c for c in p.stem if c.isdigit())),
+                )
+                n = len(files)
+                for k in range(args.scale):  # hard links: the same bytes, later steps
+                    for j, p in enumerate(files, 1):
+                        name = p.name.replace(str(j), str(k * n + j), 1)
+                        os.link(p, big / name)
+                out = root / f"{fmt}_x{args.scale}.jsonl"
+                cmd = ["-m", "limr", "score", str(big), "--format", fmt,
+                       "--steps-per-epoch", str(spe), "--out", str(out)]  # fmt: skip
+                wall, cpu, peak = run_measured(cmd, env, 1)
+                mb = sum(p.stat().st_size for p in big.iterdir()) / 2**20
+                print(
+                    f"   {args.scale}x the logs ({fmt}, {mb:,.0f} MB, {epochs * args.scale} "
+                    f"epochs scored): {wall:.2f} s wall, {cpu:.2f} s cpu, peak {peak:.0f} MB"
+                )
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"   limr score <= half the released algorithm's wall time on every format: "
+          f"{'PASS' if ok else 'FAIL'}")  # fmt: skip
+    return ok
 
 
 def bench_disk(args: argparse.Namespace) -> None:
@@ -247,17 +485,30 @@ def main() -> int:
     p.add_argument("--only-lim", action="store_true", help="time LIM only")
     p.add_argument("--skip-logs", action="store_true")
     p.add_argument("--disk-prompts", type=int, default=200_000, help="0 skips the disk section")
-    p.add_argument("--log-prompts", type=int, default=2048)
+    p.add_argument("--skip-lim", action="store_true", help="skip the 1M x 21 selector timing")
+    p.add_argument("--log-prompts", type=int, default=8523, help="the released run: 8,523")
     p.add_argument("--steps-per-epoch", type=int, default=8)
     p.add_argument("--log-epochs", type=int, default=21)
     p.add_argument("--samples", type=int, default=8)
-    p.add_argument("--response-chars", type=int, default=400)
+    p.add_argument("--response-chars", type=int, default=0, help="0: 156 MB of step files")
+    p.add_argument("--log-repeat", type=int, default=3, help="runs per timing (median)")
+    p.add_argument("--scale", type=int, default=10, help="also read N times the logs (1: no)")
+    p.add_argument(
+        "--formats",
+        default="openrlhf,verl,trl,nemo-rl,prime-rl",
+        type=lambda s: [f for f in s.split(",") if f],
+        help="formats to bench (openrlhf is always written: the released algorithm reads it)",
+    )
     args = p.parse_args()
-    ok = bench_lim(args)
-    if args.disk_prompts:
-        bench_disk(args)
+    if "openrlhf" not in args.formats:
+        args.formats.insert(0, "openrlhf")
+    ok = True
+    if not args.skip_lim:
+        ok = bench_lim(args)
+        if args.disk_prompts:
+            bench_disk(args)
     if not args.skip_logs:
-        bench_logs(args)
+        ok = bench_logs(args) and ok
     return 0 if ok else 1
 
 

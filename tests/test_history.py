@@ -1,9 +1,10 @@
-"""RewardHistory: counts per (prompt, epoch), durable commits, torn tails, truncate on resume,
-and the streaming reader of LIMR/OpenRLHF rollout logs."""
+"""RewardHistory: counts per (prompt, epoch), durable commits, torn tails and damaged frames,
+truncate on resume, shards of several processes merged on read, saving, no torch on import, and
+LIM without torch (equal to the selector's). The readers of other frameworks' rollout logs are
+tested in test_importers.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,8 +25,6 @@ from limr.history import (
     epoch_complete,
     find_history,
     iter_cells,
-    iter_json_array,
-    read_openrlhf_logs,
     whole_epochs,
 )
 from limr.types import HistoryLike
@@ -282,84 +281,6 @@ def test_from_arrays_matches_recorded():
     assert h.epoch_mean_accuracy(0) == ref.epoch_mean_accuracy(0)
 
 
-# ----------------------------------------------------------------------------- rollout logs
-
-
-def _write_logs(folder: Path, steps: dict[int, list[dict]], jsonl: bool = False) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for s, rows in steps.items():
-        if jsonl:
-            (folder / f"step_{s}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        else:
-            (folder / f"step_{s}.json").write_text(json.dumps(rows, indent=1))
-
-
-def _roll(prompt: str, reward: float, response: str = "ok") -> dict:
-    return {"prompt": prompt, "response": response, "reward": reward, "extra": [1, {"x": "]"}]}
-
-
-def test_read_openrlhf_logs_counts_reward_one_as_correct(tmp_path):
-    steps = {
-        1: [_roll("P1 ", 1), _roll("P1", -0.5), _roll("P2", -1)],
-        2: [_roll("P2", 1), _roll("P3", 1, "abc")],
-        3: [_roll("P1", 1)],  # epoch 1 with steps_per_epoch=2
-        5: [_roll("P1", 1)],  # epoch 2: beyond max_epochs=2
-    }
-    _write_logs(tmp_path, steps)
-    h = read_openrlhf_logs(tmp_path, steps_per_epoch=2, max_epochs=2)
-    assert h.ids == ["P1", "P2", "P3"]  # prompt text, stripped
-    assert h.n.tolist() == [[2, 1], [2, 0], [1, 0]]
-    assert h.n_correct.tolist() == [[1, 1], [1, 0], [1, 0]]
-    assert h.reward_sum.tolist() == [[0.5, 1.0], [0.0, 0.0], [1.0, 0.0]]
-    assert h.length_sum.tolist()[2] == [3.0, 0.0]
-    assert h.info["steps_read"] == 3
-    everything = read_openrlhf_logs(tmp_path, steps_per_epoch=2)
-    assert everything.num_epochs == 3 and everything.info["missing_steps"] == [4]
-
-
-def test_read_openrlhf_logs_accepts_jsonl_and_reports_bad_records(tmp_path):
-    _write_logs(tmp_path / "ok", {1: [_roll("A", 1)]}, jsonl=True)
-    assert read_openrlhf_logs(tmp_path / "ok", 1).n.tolist() == [[1]]
-    _write_logs(tmp_path / "bad", {1: [{"prompt": "A"}]})
-    with pytest.raises(HistoryError, match="rollout 1"):
-        read_openrlhf_logs(tmp_path / "bad", 1)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(HistoryError, match="no step_N.json"):
-        read_openrlhf_logs(tmp_path / "empty", 1)
-
-
-@pytest.mark.parametrize("chunk", [1, 2, 7, 64, 1 << 20])
-def test_iter_json_array_streams_any_chunking(tmp_path, chunk):
-    rows = [_roll(f"p{i} \u00e9 \\boxed{{[1,2]}}", i % 3 - 1, "x" * i) for i in range(20)]
-    path = tmp_path / "step_1.json"
-    path.write_text(json.dumps(rows, indent=2, ensure_ascii=False), encoding="utf-8")
-    assert list(iter_json_array(path, chunk_chars=chunk)) == rows
-    path.write_text("  [ ]  ")
-    assert list(iter_json_array(path, chunk_chars=chunk)) == []
-    path.write_text('[{"a": 1}, {"b": ')
-    with pytest.raises(HistoryError, match="not valid JSON"):
-        list(iter_json_array(path, chunk_chars=chunk))
-
-
-def test_reading_a_step_file_streams_it(tmp_path):
-    """Memory while reading is O(one rollout + a read chunk), far below the file's size."""
-    import tracemalloc
-
-    rows = [_roll(f"prompt {i % 50}", 1 if i % 3 else -1, "y" * 3000) for i in range(4000)]
-    path = tmp_path / "step_1.json"
-    path.write_text(json.dumps(rows))
-    size = path.stat().st_size  # ~12 MB
-    del rows
-    tracemalloc.start()
-    try:
-        h = read_openrlhf_logs(tmp_path, steps_per_epoch=1)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert h.n.sum().item() == 4000 and len(h.ids) == 50
-    assert peak < size / 2, (peak, size)
-
-
 # ------------------------------------------------------------------ whole epochs
 
 
@@ -443,14 +364,190 @@ def test_head_knows_whether_it_ends_on_a_whole_epoch():
     assert epoch_complete(arrays, 0) is True and epoch_complete(arrays, 2) is None
 
 
-def test_rollout_logs_record_their_steps_per_epoch(tmp_path):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    for step in range(1, 8):  # 3 steps an epoch: epochs 0, 1 whole, epoch 2 has step 7 only
-        rows = [{"prompt": f"q{k}", "response": "r", "reward": 1.0} for k in (step, step + 1)]
-        (logs / f"step_{step}.json").write_text(json.dumps(rows))
-    h = read_openrlhf_logs(logs, steps_per_epoch=3)
-    assert [h.epoch_complete(e) for e in range(3)] == [True, True, False]
-    view, info = whole_epochs(h)
-    assert view.n.shape[1] == 2 and info["partial_epoch"]["steps"] == 1
-    assert info["partial_epoch"]["of"] == 3
+# ------------------------------------------------------------------ damaged frame headers
+
+
+def _three_steps(folder: Path) -> bytes:
+    h = RewardHistory(folder)
+    for s in (1, 2, 3):
+        _record(h, s, 0, [(f"p{s}", True, 1.0), ("common", s % 2 == 0, -0.5)])
+        h.commit(s)
+    return (folder / LOG_NAME).read_bytes()
+
+
+def _frame_starts(data: bytes) -> list[int]:
+    from limr.history import _FRAME, FILE_MAGIC
+
+    pos, starts = len(FILE_MAGIC), []
+    while pos < len(data):
+        starts.append(pos)
+        _, length, _ = _FRAME.unpack_from(data, pos)
+        pos += _FRAME.size + length
+    return starts
+
+
+@pytest.mark.parametrize("new_length", [10**6, 2**63, 3])
+def test_a_damaged_length_in_a_middle_frame_is_an_error_not_a_torn_tail(tmp_path, new_length):
+    """The checksum covers the payload only: a middle frame whose length field is damaged
+    used to read as a torn tail, and reopening for training cut the valid frames after it."""
+    good = _three_steps(tmp_path / "src")
+    starts = _frame_starts(good)
+    assert len(starts) == 3
+    data = bytearray(good)
+    data[starts[1] + 4 : starts[1] + 12] = new_length.to_bytes(8, "little")  # frame 2's length
+    (tmp_path / "bad").mkdir()
+    log = tmp_path / "bad" / LOG_NAME
+    log.write_bytes(bytes(data))
+    with pytest.raises(HistoryError, match=f"corrupt at byte {starts[1]}"):
+        RewardHistory.load(tmp_path / "bad")
+    with pytest.raises(HistoryError, match="corrupt"):
+        RewardHistory(tmp_path / "bad")  # reopening for training
+    assert log.read_bytes() == bytes(data)  # nothing was cut
+    # the same damage in the last frame is a torn tail: ignored, and cut on reopening
+    data = bytearray(good)
+    data[starts[2] + 4 : starts[2] + 12] = (10**6).to_bytes(8, "little")
+    log.write_bytes(bytes(data))
+    assert RewardHistory.load(tmp_path / "bad").ids == ["p1", "common", "p2"]
+    assert RewardHistory(tmp_path / "bad").committed_step == 2
+    assert log.stat().st_size == starts[2]
+
+
+def test_damaged_frame_marker_or_payload_in_the_middle_is_an_error(tmp_path):
+    good = _three_steps(tmp_path / "src")
+    starts = _frame_starts(good)
+    (tmp_path / "bad").mkdir()
+    for offset in (starts[1], starts[1] + 14, starts[1] + 30):
+        data = bytearray(good)
+        data[offset] ^= 0xFF
+        (tmp_path / "bad" / LOG_NAME).write_bytes(bytes(data))
+        with pytest.raises(HistoryError, match="corrupt"):
+            RewardHistory.load(tmp_path / "bad")
+
+
+# ------------------------------------------------------------------ shards, save, numpy
+
+
+def test_shards_of_several_processes_are_merged_on_read(tmp_path):
+    run = tmp_path / "run"
+    ranks = [RewardHistory(run / "history", shard=f"rank{r}") for r in range(3)]
+    ref = RewardHistory()
+    for step in (1, 2):
+        rows = {0: [("a", True, 1.0)], 1: [("b", False, -1.0), ("a", False, -0.5)], 2: []}
+        for r, h in enumerate(ranks):
+            if rows[r]:
+                _record(h, step, step - 1, rows[r])
+            h.commit(step)
+        _record(ref, step, step - 1, rows[0] + rows[1])
+    names = sorted(p.name for p in (run / "history").iterdir())
+    assert names == ["rewards.rank0.log", "rewards.rank1.log"]  # rank 2 recorded nothing
+    assert find_history(run) == run / "history"
+    merged = RewardHistory.load(run)
+    _same(merged, ref)
+    assert merged.info["shards"] == names and merged.committed_step == 2
+    # a shard reopened by its process continues it
+    again = RewardHistory(run / "history", shard="rank1")
+    assert again.committed_step == 2 and again.ids == ["b", "a"]
+    with pytest.raises(HistoryError, match="shard name"):
+        RewardHistory(run / "history", shard="../x")
+
+
+def test_save_writes_a_whole_history_or_nothing(tmp_path):
+    h = RewardHistory()
+    _record(h, 1, 0, [("x", True, 1.0), ("y", False, -1.0)])
+    _record(h, 2, 1, [("y", True, 1.0), ("z", True, 1.0)])
+    h.commit(1)  # pending cells are saved too
+    out = h.save(tmp_path / "run" / "history")
+    assert sorted(p.name for p in out.iterdir()) == [LOG_NAME]
+    _same(RewardHistory.load(out), h)
+    with pytest.raises(HistoryError, match="already exists"):
+        h.save(out)
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # no leftovers
+    assert h.first_epochs(1).ids == ["x", "y"] and h.first_epochs(1).num_epochs == 1
+
+
+def test_numpy_arrays_equal_the_torch_ones_and_cut_like_head():
+    h = RewardHistory()
+    _train_like(h, pool=16, batch=4, max_steps=10)  # epoch 2 partial
+    arrays = h.numpy_arrays()
+    for name in ("n", "n_correct", "reward_sum"):
+        assert (getattr(arrays, name) == getattr(h, name).numpy()).all()
+    assert arrays.last_epoch_complete is False
+    cut, head = h.numpy_arrays(("n", "n_correct"), epochs=2), h.head(2)
+    assert (cut.n == head.n.numpy()).all() and cut.reward_sum is None
+    assert cut.last_epoch_complete is head.last_epoch_complete is True
+    assert whole_epochs(h, arrays)[1] == whole_epochs(h)[1]
+
+
+def test_importing_the_history_imports_no_torch():
+    code = (
+        "import sys, limr.history, limr.importers, limr.cli.score, limr.cli.history\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ LIM without torch
+
+
+def _random_history(seed: int, prompts: int, epochs: int, partial: bool) -> RewardHistory:
+    gen = torch.Generator().manual_seed(seed)
+    n = torch.randint(1, 9, (prompts, epochs), generator=gen)
+    n[torch.rand(prompts, epochs, generator=gen) < 0.15] = 0  # missing cells, some twice in a row
+    nc = torch.minimum(torch.randint(0, 9, (prompts, epochs), generator=gen), n)
+    rs = nc - 0.5 * (n - nc)
+    h = RewardHistory()
+    ids = [f"p{i}" for i in range(prompts)]
+    for e in range(epochs):
+        rows = torch.nonzero(n[:, e] > 0).squeeze(1).tolist()
+        last = partial and e == epochs - 1
+        for half in (rows[: len(rows) // 2], [] if last else rows[len(rows) // 2 :]):
+            step = 2 * e + (half is not rows[: len(rows) // 2])
+            if half:
+                idx = h.intern([ids[i] for i in half])
+                h.add_cells(step, e, idx, n[half, e].numpy(), nc[half, e].numpy(),
+                            rs[half, e].double().numpy(), epoch_steps=2)  # fmt: skip
+    return h
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_torch_free_lim_gives_the_selectors_scores(seed):
+    """limr score's numpy LIM against the lim selector: the same prompts scored, the same
+    average curve and scores up to the order of floating-point additions (torch's reduction
+    kernels depend on the CPU's vector width, so bit-for-bit is not a property even torch has
+    across machines), and the same prompts kept at every threshold."""
+    import limr.selectors  # noqa: F401
+    from limr.history import lim_scores
+    from limr.registry import SELECTORS
+
+    prompts, epochs = [(1, 1), (7, 2), (300, 5), (2000, 21), (40000, 3), (50, 12)][seed]
+    h = _random_history(seed, prompts, epochs, partial=seed % 2 == 1)
+    for metric in ("accuracy", "reward"):
+        for whole in (True, False):
+            sel = SELECTORS.build("lim", metric=metric, whole_epochs=whole).select(h)
+            ids, scores, info = lim_scores(h, metric, whole)
+            assert ids == sel.ids
+            ref = sel.scores.numpy()
+            assert scores.shape == ref.shape
+            assert (abs(scores - ref) <= 1e-12).all()
+            assert (abs(torch.tensor(info["avg_curve"]) - torch.tensor(sel.info["avg_curve"]))
+                    <= 1e-15).all()  # fmt: skip
+            for key in ("epochs", "epochs_recorded", "epochs_dropped", "partial_epoch",
+                        "unscored", "n_prompts", "n_scored", "filled_cells"):  # fmt: skip
+                assert info[key] == sel.info[key], key
+            for t in (-2.0, 0.0, 0.3, 0.6, 0.9):
+                assert ((scores >= t) == (ref >= t)).all()
+    # every prompt perfect in every epoch: all follow the average exactly
+    perfect = RewardHistory.from_arrays(["a", "b"], [[2, 2], [1, 1]], [[2, 2], [1, 1]],
+                                        [[2, 2], [1, 1]])  # fmt: skip
+    assert lim_scores(perfect)[1].tolist() == [1.0, 1.0]
+
+
+def test_score_record_twin_writes_what_the_selectors_write():
+    from limr.history import score_record
+    from limr.selectors.curves import score_record as torch_side
+
+    for value in (0.25, -float("inf"), float("inf"), float("nan"), 1):
+        assert score_record("id", "a", value) == torch_side("id", "a", value)

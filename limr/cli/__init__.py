@@ -1,7 +1,10 @@
 """The ``limr`` command. Each subcommand lives in its own module with ``add_parser`` and ``main``.
 
-Errors the user can fix (config, data, unknown plugin names) print one clear message and exit 2;
-commands whose capability is not built yet exit 3.
+Errors the user can fix (config, data, unknown plugin names, unreadable histories and rollout
+logs) print one clear message and exit 2; commands whose capability is not built yet exit 3.
+
+Only the module of the command being run is imported (``limr score`` imports neither torch nor
+Lightning: its start-up is part of its speed).
 """
 
 from __future__ import annotations
@@ -23,9 +26,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("limr.cli.score", "score every prompt of a reward history or rollout logs"),
     "select": ("limr.cli.select", "select the prompts to train on from a history or scores"),
     "reward": ("limr.cli.reward", "score responses against gold answers with a reward plugin"),
-    "history": ("limr.cli.history", "export a reward history (per prompt, per epoch)"),
+    "history": (
+        "limr.cli.history",
+        "export, show or import a reward history (per prompt, per epoch)",
+    ),
     "data": ("limr.cli.data", "list shipped datasets and check dataset files"),
     "config": ("limr.cli.config", "show the fully resolved config"),
+    "compare-scores": ("limr.cli.compare", "how two score files agree: Spearman, Kendall, top-k"),
+    "probe": ("limr.cli.probe", "pass-ratio@k of checkpoints, no training, as a reward history"),
 }
 
 
@@ -41,7 +49,30 @@ class NotBuiltError(Exception):
     """A command whose capability is not built yet; exit 3."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+USER_ERRORS: dict[str, tuple[str, ...]] = {
+    "limr.config": ("ConfigError",),
+    "limr.prompts": ("DataError",),
+    "limr.registry": ("RegistryError", "PluginImportError"),
+    "limr.history": ("HistoryError",),
+}
+"""Module -> its exception classes that mean a user mistake (exit 2)."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The user-error classes of the modules imported so far: one from a module that was never
+    imported cannot have been raised, and importing it (limr.prompts imports torch) would
+    cost the start-up that ``limr score`` is measured by."""
+    found: list[type[BaseException]] = [UsageError]
+    for module, names in USER_ERRORS.items():
+        mod = sys.modules.get(module)
+        if mod is not None:
+            found.extend(getattr(mod, n) for n in names if hasattr(mod, n))
+    return tuple(found)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, the arguments of that command alone are built (the other
+    commands are listed, their modules not imported; "" builds none of them)."""
     parser = argparse.ArgumentParser(
         prog="limr",
         description="Less-is-more RL for maths: record reward curves, select by LIM, train.",
@@ -51,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is not None and name != only:
+            continue
         importlib.import_module(module).add_arguments(p)
         p.add_argument(
             "--plugins",
@@ -62,12 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from limr.config import ConfigError
-    from limr.prompts import DataError
-    from limr.registry import PluginImportError, RegistryError, import_plugins
+def _command_of(argv: list[str]) -> str | None:
+    """The command named in ``argv`` (the first word that is one), or None."""
+    for word in argv:
+        if word in COMMANDS:
+            return word
+        if not word.startswith("-"):
+            return None
+    return None
 
-    args = build_parser().parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_of(argv)
+    args = build_parser(only=command or "").parse_args(argv)
     if args.command in QUIET_COMMANDS:
         from limr._quiet import quiet
 
@@ -75,17 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         modules = [m for m in args.plugins.split(",") if m.strip()]
         if modules:
-            import sys as _sys
+            from limr.registry import import_plugins
 
-            _sys.path.insert(0, "")  # modules in the current directory, like `python -m`
+            sys.path.insert(0, "")  # modules in the current directory, like `python -m`
             import_plugins([m.strip() for m in modules])
         return int(importlib.import_module(args._module).main(args) or 0)
-    except (ConfigError, DataError, RegistryError, PluginImportError, UsageError) as err:
-        print(f"limr {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except NotBuiltError as err:
         print(f"limr {args.command}: not built yet: {err}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print(f"limr {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if isinstance(err, _user_errors()):
+            print(f"limr {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        raise

@@ -1,11 +1,17 @@
 """``limr score LOGS --selector NAME --out scores.jsonl``: score every prompt of a reward history.
 
-LOGS is a run folder (its ``history/``), a history folder, a ``limr history export`` JSONL, or a
-folder of LIMR/OpenRLHF ``step_N.json`` rollout logs (with ``--steps-per-epoch``). One line per
-scored prompt: ``{"id": ..., "score": ...}`` (``"prompt"`` instead of ``"id"`` for rollout logs,
-which are keyed by prompt text). Prompts a selector cannot score (LIM: still missing an epoch after
-the fill) are left out and counted. Only whole epochs are scored: a partly recorded last epoch (a
-run stopped mid-epoch) is left out, and one line says how many epochs and prompts were left out.
+LOGS is a run folder (its ``history/``), a history folder, a ``limr history export`` JSONL, or
+the rollout logs of another framework (``--format auto|limr|openrlhf|verl|trl|nemo-rl|prime-rl``,
+detected from the files by default; :mod:`limr.importers`), which need ``--steps-per-epoch``.
+One line per scored prompt: ``{"id": ..., "score": ...}`` (``"prompt"`` instead of ``"id"`` for
+rollout logs keyed by prompt text; ``--data DATA`` maps those texts to the data's ids). Prompts
+a selector cannot score (LIM: still missing an epoch after the fill) are left out and counted.
+Only whole epochs are scored: a partly recorded last epoch (a run stopped mid-epoch) is left out,
+and one line says how many epochs and prompts were left out.
+
+The built-in ``lim`` is computed here without torch (:func:`limr.history.lim_scores`, the same
+arithmetic as the selector), so that scoring starts in a fraction of a second; any other
+selector is run through the registry.
 
 JSON has no infinity or NaN: a score that is not finite is written as ``"score": null`` with
 ``"nonfinite": "-inf"`` (or ``"inf"``, ``"nan"``) beside it. Readers (``limr select``,
@@ -26,22 +32,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from limr.cli import UsageError
 from limr.history import (
     LOG_NAME,
     HistoryError,
     RewardHistory,
     find_history,
-    read_openrlhf_logs,
-    step_files,
+    lim_scores,
+    score_record,
 )
-from limr.prompts import DATA_DIR, DataError
-from limr.selectors.curves import score_record
 
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 REFERENCE_SCORES = DATA_DIR / "limr_reference" / "selection.jsonl"
 """The released LIMR scores, shipped: ``shipped:limr_reference`` on the command line."""
+
+FORMAT_CHOICES = ("auto", "limr", "openrlhf", "verl", "trl", "nemo-rl", "prime-rl")
+
+
+class SourceError(HistoryError):
+    """A LOGS / SCORES input that cannot be read: one ``FILE:LINE: what`` per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 @dataclass
@@ -51,7 +64,8 @@ class Source:
     Attributes:
         description: where it came from, for messages.
         id_key: "id", or "prompt" when ids are prompt texts (rollout logs).
-        history: the reward history (None for a scores file).
+        record: the reward history as read (None for a scores file).
+        max_epochs: the first epochs to use (``--max-epochs``), or None.
         ids: every id in a scores file (scored or not).
         scores: {id: score} of the scored ids of a scores file.
         info: reader details (steps read, missing steps, ...).
@@ -59,19 +73,47 @@ class Source:
 
     description: str
     id_key: str = "id"
-    history: Any = None
+    record: Any = None
+    max_epochs: int | None = None
     ids: list[str] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    _view: Any = None
+
+    @property
+    def history(self) -> Any:
+        """The history the selectors score (torch arrays; the first ``max_epochs`` epochs)."""
+        if self._view is None and self.record is not None:
+            h = self.record
+            self._view = h.head(self.max_epochs) if self.max_epochs is not None else h
+        return self._view
+
+    def numpy_history(self, fields: tuple[str, ...] | None = None) -> Any:
+        """The same view with numpy arrays (no torch)."""
+        h = self.record
+        if isinstance(h, RewardHistory):
+            if self.max_epochs is None:
+                return h
+            return h.numpy_arrays(fields, epochs=self.max_epochs)
+        return self.history
 
 
-def add_source_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("rollout logs (LIMR/OpenRLHF step_N.json folders)")
+def add_source_arguments(p: argparse.ArgumentParser, own_names: bool = False) -> None:
+    """The options that say how to read LOGS. ``own_names``: the command has no --data /
+    --id-field of its own, so the mapping options take those names (``limr score``, ``limr
+    history``); otherwise they are --match-data / --rollout-id-field (``limr select``)."""
+    g = p.add_argument_group("rollout logs of other frameworks (see limr.importers)")
+    g.add_argument(
+        "--format",
+        choices=FORMAT_CHOICES,
+        default="auto",
+        help="format of LOGS (default: detected from its files)",
+    )
     g.add_argument(
         "--steps-per-epoch",
         type=int,
         default=None,
-        help="steps per epoch of the logs (LIMR: 8); required for a folder of step_N.json",
+        help="steps per pass over the prompts (LIMR: 8); required for rollout logs",
     )
     g.add_argument(
         "--max-epochs",
@@ -79,61 +121,185 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="use only the first E epochs (LIMR: 21); also applies to limr histories",
     )
+    g.add_argument("--first-step", type=int, default=1, help="number of the first step (default 1)")
     g.add_argument(
-        "--first-step", type=int, default=1, help="number of the first step file (default 1)"
+        "--id-field" if own_names else "--rollout-id-field",
+        dest="rollout_id_field",
+        default=None,
+        metavar="FIELD",
+        help="the rollouts' prompt-id field (default: the format's own, e.g. veRL's index, "
+        "prime-rl's task key; else prompts are keyed by their text)",
+    )
+    g.add_argument(
+        "--reward-field",
+        default=None,
+        metavar="FIELD",
+        help="the rollouts' reward field (default: the format's own; TRL: the only reward "
+        "column, or NAME+NAME to sum)",
+    )
+    g.add_argument(
+        "--correct-threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help="a rollout is correct when its reward >= T (default: when it is exactly 1, as "
+        "the released LIM)",
+    )
+    g.add_argument(
+        "--data" if own_names else "--match-data",
+        dest="map_data",
+        default=None,
+        metavar="DATA",
+        help="dataset (.jsonl/.json/.parquet or shipped:NAME) whose ids replace logged prompt "
+        "texts (chat markers and spacing ignored; a prompt matching no record is an error)",
+    )
+    g.add_argument("--data-id-field", default="id", help="id field of DATA (default id)")
+    g.add_argument(
+        "--data-problem-field", default="problem", help="problem field of DATA (default problem)"
+    )
+    g.add_argument(
+        "--allow-unmatched",
+        action="store_true",
+        help="leave out (and count) prompts that match no DATA record instead of failing",
+    )
+
+
+def import_options(args: argparse.Namespace) -> Any:
+    """The :class:`limr.importers.ImportOptions` of the parsed arguments."""
+    from limr.importers import ImportOptions
+
+    return ImportOptions(
+        lengths=getattr(args, "command", None) != "score",  # scores need no lengths
+        steps_per_epoch=getattr(args, "steps_per_epoch", None),
+        max_epochs=getattr(args, "max_epochs", None),
+        first_step=getattr(args, "first_step", 1),
+        id_field=getattr(args, "rollout_id_field", None),
+        reward_field=getattr(args, "reward_field", None),
+        correct_threshold=getattr(args, "correct_threshold", None),
+        data=getattr(args, "map_data", None),
+        data_id_field=getattr(args, "data_id_field", "id"),
+        data_problem_field=getattr(args, "data_problem_field", "problem"),
+        allow_unmatched=getattr(args, "allow_unmatched", False),
     )
 
 
 def open_source(path: str, args: argparse.Namespace, allow_scores: bool = False) -> Source:
-    """Read LOGS / SCORES; raise DataError or UsageError with one clear message."""
+    """Read LOGS / SCORES; raise SourceError (a HistoryError) or UsageError, one clear message."""
     if path in ("shipped:limr_reference", "limr_reference"):
         if not allow_scores:
             raise UsageError("the released LIMR reference holds scores, not reward curves")
         return _read_scores(REFERENCE_SCORES, "the released LIMR scores (shipped:limr_reference)")
     p = Path(path)
     if not p.exists():
-        raise DataError([f"{path}: no such file or folder"])
-    try:
-        hist_dir = find_history(p)
-        if hist_dir is not None:
-            h = RewardHistory.load(hist_dir)
-            src = Source(f"reward history {hist_dir}", history=h, info=dict(h.info))
-        elif p.is_dir() and step_files(p):
-            if args.steps_per_epoch is None:
-                raise UsageError(
-                    f"{path} holds step_N.json rollout logs: give --steps-per-epoch "
-                    "(LIMR's released run: --steps-per-epoch 8 --max-epochs 21)"
-                )
-            h = read_openrlhf_logs(
-                p, args.steps_per_epoch, args.max_epochs, first_step=args.first_step
+        raise SourceError([f"{path}: no such file or folder"])
+    fmt = getattr(args, "format", "auto") or "auto"
+    max_epochs = getattr(args, "max_epochs", None)
+    if max_epochs is not None and max_epochs < 1:
+        raise UsageError(f"--max-epochs must be at least 1, got {max_epochs}")
+    folder = find_history(p) if fmt in ("auto", "limr") else None
+    kind = _native_kind(p) if fmt in ("auto", "limr") and folder is None else None
+    if folder is not None or kind == "cells":
+        own = getattr(args, "command", None) != "select"  # select names two of them apart
+        given = [
+            flag
+            for flag, dest in (
+                ("--id-field" if own else "--rollout-id-field", "rollout_id_field"),
+                ("--reward-field", "reward_field"),
+                ("--correct-threshold", "correct_threshold"),
+                ("--data" if own else "--match-data", "map_data"),
             )
-            src = Source(f"rollout logs {p}", id_key="prompt", history=h, info=dict(h.info))
-            missing = h.info.get("missing_steps") or []
-            if missing:
-                src.info["warning"] = (
-                    f"{len(missing)} step files are missing between step {h.info['first_step']} "
-                    f"and {h.info['last_step']} (e.g. {missing[:5]}); their cells count as absent"
-                )
+            if getattr(args, dest, None) is not None
+        ]
+        if given:
+            raise UsageError(
+                f"{path} is a limr history, whose cells are already counted: "
+                f"{', '.join(given)} apply to rollout logs only"
+            )
+    if folder is not None:
+        h = RewardHistory.load(folder)
+        src = Source(f"reward history {folder}", record=h, info=dict(h.info))
+    elif kind is not None:
+        src = _read_jsonl_source(p, allow_scores)
+        if src.record is None:
             return src
-        elif p.is_file():
-            src = _read_jsonl_source(p, allow_scores)
-        else:
-            raise DataError(
-                [
-                    f"{path}: neither a reward history (no {LOG_NAME}, no history/{LOG_NAME}), "
-                    "nor a folder of step_N.json rollout logs, nor a JSONL file"
-                ]
-            )
-    except HistoryError as err:
-        raise DataError([str(err)]) from None
-    if src.history is not None and args.max_epochs is not None:
-        src.history = src.history.head(args.max_epochs)
+    elif fmt == "limr":
+        raise SourceError(
+            [
+                f"{path}: not a limr history (no {LOG_NAME}, no history/{LOG_NAME}), nor a "
+                "history export or scores JSONL"
+            ]
+        )
+    else:
+        from limr.importers import RolloutError, read_history
+
+        try:
+            h = read_history(p, fmt, import_options(args))
+        except RolloutError as err:
+            raise SourceError(err.problems) from None
+        key = h.info.get("key", "id")
+        src = Source(
+            f"{h.info.get('format')} rollout logs {p}", id_key=key, record=h, info=dict(h.info)
+        )
+        notes = _notes(h.info)
+        if notes:
+            src.info["notes"] = notes
+            src.info["warning"] = "; ".join(notes)  # what `limr select` prints
+    src.max_epochs = max_epochs
     return src
+
+
+def _notes(info: dict[str, Any]) -> list[str]:
+    """What the reader left out or could not see, one line each."""
+    notes = []
+    missing = info.get("missing_steps") or []
+    if missing:
+        notes.append(
+            f"{len(missing)} step files are missing between step {info['first_step']} and "
+            f"{info['last_step']} (e.g. {missing[:5]}); their cells count as absent"
+        )
+    for reason, count in (info.get("dropped") or {}).items():
+        notes.append(f"{count} rollouts left out: {reason}")
+    if info.get("no_reward"):
+        notes.append(f"{info['no_reward']} rollouts without a reward (null / NaN) left out")
+    if info.get("unmatched_prompts"):
+        notes.append(
+            f"{info['unmatched_prompts']} prompts ({info['unmatched_rollouts']} rollouts) match "
+            "no --data record: left out"
+        )
+    if info.get("format") == "trl":
+        notes.append(
+            "TRL writes only the last generation batch of each logging step: most rollouts "
+            "are not in these files; limr.integrations.trl.record_rewards records them all"
+        )
+    return notes
+
+
+def _native_kind(path: Path) -> str | None:
+    """ "cells" (a history export), "scores", "json" (other JSON lines), or None (not a JSON
+    lines file: rollout logs of another framework, or nothing)."""
+    if not path.is_file() or path.suffix not in (".jsonl", ".json"):
+        return None
+    first = None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    first = json.loads(line)
+                except json.JSONDecodeError:
+                    return None
+                break
+    if not isinstance(first, dict):
+        return None
+    if "epoch" in first and "n" in first:
+        return "cells"
+    if "score" in first or "lim_score" in first:
+        return "scores" if "id" in first or "prompt" in first else None
+    return None
 
 
 def _read_jsonl_source(path: Path, allow_scores: bool) -> Source:
     first = None
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.strip():
                 try:
@@ -142,9 +308,16 @@ def _read_jsonl_source(path: Path, allow_scores: bool) -> Source:
                     first = None
                 break
     if not isinstance(first, dict):
-        raise DataError([f"{path}:1: expected JSON lines of objects"])
+        raise SourceError([f"{path}:1: expected JSON lines of objects"])
     if "epoch" in first and "n" in first:
-        return _read_cells(path)
+        from limr.importers import RolloutError
+        from limr.importers.native import read_export
+
+        try:
+            h = read_export(path)
+        except RolloutError as err:
+            raise SourceError(err.problems) from None
+        return Source(f"history export {path}", record=h)
     if "score" in first or "lim_score" in first:
         if not allow_scores:
             raise UsageError(
@@ -152,7 +325,7 @@ def _read_jsonl_source(path: Path, allow_scores: bool) -> Source:
                 "needs a history or rollout logs"
             )
         return _read_scores(path, f"scores {path}")
-    raise DataError(
+    raise SourceError(
         [
             f"{path}:1: not a scores file ({{id, score}} or {{id, lim_score}} lines) nor a "
             "history export ({id, epoch, n, n_correct, reward_sum} lines)"
@@ -167,14 +340,14 @@ def _iter_jsonl(path: Path):
                 try:
                     yield f"{path}:{lineno}", json.loads(line)
                 except json.JSONDecodeError as err:
-                    yield f"{path}:{lineno}", DataError([f"not valid JSON: {err.msg}"])
+                    yield f"{path}:{lineno}", SourceError([f"not valid JSON: {err.msg}"])
 
 
 def _read_scores(path: Path, description: str) -> Source:
     src = Source(description)
     problems: list[str] = []
     for where, rec in _iter_jsonl(path):
-        if isinstance(rec, DataError):
+        if isinstance(rec, SourceError):
             problems.append(f"{where}: {rec}")
             continue
         key = "id" if "id" in rec else "prompt" if "prompt" in rec else None
@@ -200,40 +373,12 @@ def _read_scores(path: Path, description: str) -> Source:
         if not math.isnan(value):  # a NaN score ranks nowhere: unscored
             src.scores[pid] = value
     if problems:
-        raise DataError(problems[:20] + ([f"... {len(problems) - 20} more"] * (len(problems) > 20)))
+        raise SourceError(
+            problems[:20] + ([f"... {len(problems) - 20} more"] * (len(problems) > 20))
+        )
     if not src.ids:
-        raise DataError([f"{path}: no scores"])
+        raise SourceError([f"{path}: no scores"])
     return src
-
-
-def _read_cells(path: Path) -> Source:
-    """A ``limr history export`` file back into a history."""
-    index: dict[str, int] = {}
-    rows: list[tuple[int, int, int, int, float]] = []
-    problems: list[str] = []
-    for where, rec in _iter_jsonl(path):
-        if isinstance(rec, DataError):
-            problems.append(f"{where}: {rec}")
-            continue
-        try:
-            pid = str(rec["id"])
-            cell = (int(rec["epoch"]), int(rec["n"]), int(rec["n_correct"]), rec["reward_sum"])
-        except (KeyError, TypeError, ValueError):
-            problems.append(f"{where}: expected id, epoch, n, n_correct, reward_sum")
-            continue
-        j = index.setdefault(pid, len(index))
-        rows.append((j, *cell))
-    if problems:
-        raise DataError(problems[:20])
-    if not rows:
-        raise DataError([f"{path}: no cells"])
-    arr = np.array(rows, dtype=np.float64)
-    num_i, num_e = len(index), int(arr[:, 1].max()) + 1
-    dense = np.zeros((3, num_i, num_e))
-    for k in range(3):
-        np.add.at(dense[k], (arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)), arr[:, 2 + k])
-    h = RewardHistory.from_arrays(list(index), np.rint(dense[0]), np.rint(dense[1]), dense[2])
-    return Source(f"history export {path}", history=h)
 
 
 def parse_selector_args(items: list[str]) -> dict[str, Any]:
@@ -303,7 +448,9 @@ def write_jsonl(path: str | Path, records) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("logs", metavar="LOGS", help="run folder, history folder, export or step logs")
+    p.add_argument(
+        "logs", metavar="LOGS", help="run folder, history folder, export or rollout logs"
+    )
     p.add_argument("--selector", default="lim", help="registered offline selector (default lim)")
     p.add_argument(
         "--metric",
@@ -319,15 +466,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="extra selector argument, e.g. missing=mask or window=3 (repeatable)",
     )
-    add_source_arguments(p)
+    add_source_arguments(p, own_names=True)
     p.add_argument("--out", required=True, help="scores JSONL to write")
+
+
+LIM_ARGS = {"missing", "whole_epochs", "strict", "threshold", "size"}
+"""Selector arguments the torch-free LIM handles (they do not change the scores)."""
+
+
+def _torch_free_lim(args: argparse.Namespace, kwargs: dict[str, Any]) -> bool:
+    """Whether the built-in LIM can be computed here without torch, with the same scores."""
+    return (
+        args.selector == "lim"
+        and not args.plugins.strip()
+        and set(kwargs) <= LIM_ARGS
+        and kwargs.get("missing", "drop") == "drop"
+        and isinstance(kwargs.get("whole_epochs", True), bool)
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     src = open_source(args.logs, args)
-    if "warning" in src.info:
-        print(f"limr score: warning: {src.info['warning']}")
-    import limr.selectors  # noqa: F401
+    for note in src.info.get("notes") or ([src.info["warning"]] if "warning" in src.info else []):
+        print(f"limr score: note: {note}")
+    kwargs = parse_selector_args(args.selector_arg)
+    info: dict[str, Any] = {}
+    if _torch_free_lim(args, kwargs):
+        field = "n_correct" if args.metric == "accuracy" else "reward_sum"
+        view = src.numpy_history(("n", field))
+        ids, scores, info = lim_scores(view, args.metric, kwargs.get("whole_epochs", True))
+        n_all = info["n_prompts"]
+        values = scores.tolist()
+    else:
+        ids, values, info, n_all = _score_with_registry(args, src, kwargs)
+    n = write_jsonl(args.out, (score_record(src.id_key, pid, s) for pid, s in zip(ids, values)))
+    epochs = info.get("epochs", "?")
+    print(
+        f"limr score: {args.selector} ({args.metric}) scored {n} of {n_all} prompts "
+        f"over {epochs} epochs from {src.description}; "
+        f"{n_all - n} unscored (missing epochs); wrote {args.out}"
+    )
+    line = epochs_line(info)
+    if line is not None:
+        print(f"limr score: {line}")
+    return 0
+
+
+def _score_with_registry(args: argparse.Namespace, src: Source, kwargs: dict[str, Any]):
+    import limr.selectors  # noqa: F401  (registers the built-in selectors; imports torch)
     from limr.registry import SELECTORS
 
     cls = SELECTORS.get(args.selector)
@@ -339,7 +525,6 @@ def main(args: argparse.Namespace) -> int:
             + ", ".join(n for n in SELECTORS.names() if _kind(n) == "offline")
             + ")"
         )
-    kwargs = parse_selector_args(args.selector_arg)
     # Scoring needs no cut; selectors without a default threshold need a placeholder size.
     size = 0 if getattr(cls, "default_threshold", None) is None else None
     selector = build_selector(
@@ -355,19 +540,8 @@ def main(args: argparse.Namespace) -> int:
             ids, scores = selector.score(h)
     except ValueError as err:
         raise UsageError(f"selector {args.selector!r}: {err}") from None
-    n = write_jsonl(
-        args.out, (score_record(src.id_key, pid, s) for pid, s in zip(ids, scores.tolist()))
-    )
-    epochs = info.get("epochs", h.n.shape[1])
-    print(
-        f"limr score: {args.selector} ({args.metric}) scored {n} of {len(h.ids)} prompts "
-        f"over {epochs} epochs from {src.description}; "
-        f"{len(h.ids) - n} unscored (missing epochs); wrote {args.out}"
-    )
-    line = epochs_line(info)
-    if line is not None:
-        print(f"limr score: {line}")
-    return 0
+    info.setdefault("epochs", int(h.n.shape[1]))
+    return ids, scores.tolist(), info, len(h.ids)
 
 
 def _kind(name: str) -> str:

@@ -2,7 +2,8 @@
 
 Three kinds, all picked by name from :data:`limr.registry.SELECTORS` (each class has ``kind``):
 
-- offline (``lim``, ``linear``, ``rand``, ``variance``, ``learnability``, ``pearson``):
+- offline (``lim``, ``linear``, ``rand``, ``variance``, ``learnability``, ``pearson``, and the
+  cheap LIM estimators ``lim_prefix``, ``lim_subsample`` of :mod:`limr.selectors.cheap`):
   ``SELECTORS.build(name, threshold=None, size=None, metric="accuracy", seed=42, **kwargs)``
   returns an object with ``score(history) -> (ids, scores [I'])`` and
   ``select(history) -> Selection`` (a :class:`limr.types.Selector`); ``threshold=None`` and
@@ -14,4 +15,4 @@ Three kinds, all picked by name from :data:`limr.registry.SELECTORS` (each class
   start of each epoch, ``schedule``, ``metrics()``, ``plot_schedule(path)``.
 """
 
-from limr.selectors import curriculum, filters, lim, linear, rand, variance  # noqa: F401
+from limr.selectors import cheap, curriculum, filters, lim, linear, rand, variance  # noqa: F401

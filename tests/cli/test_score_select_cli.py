@@ -302,3 +302,48 @@ def test_nonfinite_scores_are_written_as_null_and_read_back(tmp_path, capsys, mo
                    '{"id": "c", "score": null}\n')  # fmt: skip
     assert main(["select", str(old), "--size", "5", "--out", str(sub)]) == 0
     assert "kept 2 of 2 scored prompts" in capsys.readouterr().out
+
+
+def test_select_and_score_read_other_frameworks_logs(tmp_path, capsys):
+    """veRL dumps keyed by their templated prompt text: `limr score --data` maps them to the
+    data's ids, `limr select --match-data` too (its own --data still names the records to
+    write), and both agree with the same logs imported as a limr history."""
+    data = tmp_path / "train.jsonl"
+    problems = [f"Compute {i}+{i}." for i in range(6)]
+    data.write_text(
+        "".join(
+            json.dumps({"id": f"d{i}", "problem": p, "answer": "1"}) + "\n"
+            for i, p in enumerate(problems)
+        )  # fmt: skip
+    )
+    logs = tmp_path / "verl"
+    logs.mkdir()
+    gen = torch.Generator().manual_seed(1)
+    for step in range(1, 7):  # 2 steps an epoch, 3 prompts a step, 4 responses each
+        lines = []
+        for i in [(step % 2) * 3 + k for k in range(3)]:
+            for _ in range(4):
+                ok = bool(torch.rand(1, generator=gen) < 0.2 * (step + i % 3))
+                prompt = f"system\nBe brief.\nuser\n{problems[i]}\nassistant\n"
+                lines.append(json.dumps({"input": prompt, "output": "r", "gts": "1",
+                                         "score": 1.0 if ok else 0.0, "step": step}))  # fmt: skip
+        (logs / f"{step}.jsonl").write_text("\n".join(lines) + "\n")
+    scores = tmp_path / "scores.jsonl"
+    common = ["--steps-per-epoch", "2"]
+    assert main(["score", str(logs), *common, "--data", str(data), "--out", str(scores)]) == 0
+    assert {r["id"] for r in _lines(scores)} == {f"d{i}" for i in range(6)}
+    kept = tmp_path / "kept.jsonl"
+    args = ["select", str(logs), *common, "--match-data", str(data), "--size", "3",
+            "--data", str(data), "--out", str(kept)]  # fmt: skip
+    assert main(args) == 0
+    records = _lines(kept)
+    assert len(records) == 3 and {"id", "problem", "answer"} <= set(records[0])
+    top3 = sorted(_lines(scores), key=lambda r: -r["score"])[:3]
+    assert {r["id"] for r in records} == {r["id"] for r in top3}
+    run = tmp_path / "run"
+    assert main(["history", "import", str(logs), *common, "--data", str(data),
+                 "--out", str(run)]) == 0  # fmt: skip
+    again = tmp_path / "again.jsonl"
+    assert main(["score", str(run), "--out", str(again)]) == 0
+    assert _lines(again) == _lines(scores)
+    capsys.readouterr()
