@@ -703,6 +703,16 @@ def text_length(column: Any) -> np.ndarray:
     return _values(lengths, f"int{lengths.type.bit_width}", 0).astype(np.float64)
 
 
+def step_files(path: Path, pattern: re.Pattern[str]) -> list[tuple[int, Path]] | None:
+    """(step, file) of the step files at ``path`` (one file, or a folder's files whose names
+    match ``pattern``), sorted by step; None when there are none."""
+    if path.is_file():
+        return steps_from_names([path], pattern) or None
+    if not path.is_dir():
+        return None
+    return steps_from_names(path.iterdir(), pattern) or None
+
+
 def steps_from_names(paths: Iterable[Path], pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
     """(step, path) of the files whose name matches ``pattern`` (group 1 = the step), sorted."""
     found = []

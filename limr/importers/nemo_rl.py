@@ -30,7 +30,7 @@ from limr.importers._core import (
     float_column,
     jsonl_locator,
     read_json_rows,
-    steps_from_names,
+    step_files,
     text_length,
     values_of,
 )
@@ -42,11 +42,8 @@ REWARD_FIELD = "rewards"
 
 
 def find(path: Path) -> list[tuple[int, Path]] | None:
-    if path.is_file():
-        return steps_from_names([path], STEP_FILE) or None
-    if not path.is_dir():
-        return None
-    return steps_from_names(path.iterdir(), STEP_FILE) or None
+    """The step files (sorted by step), or None when ``path`` holds none."""
+    return step_files(path, STEP_FILE)
 
 
 def _split(content: list) -> tuple[str, str]:
