@@ -1,20 +1,27 @@
 """The cheap-LIM study (issue 11): selections of the cheap estimators, their agreement with
 full LIM, and the report's "Cheap LIM" table.
 
-Arms (``run.arms``), each trained like LIM on its own selection:
+Arms (``run.arms``), each trained like LIM on its own selection; f = ``run.cheap_fraction``
+(default 0.25), the share of the FULL run each may use:
 
-- ``lim_prefix``: LIM over the first quarter of the FULL run's whole epochs
-  (:class:`limr.selectors.cheap.LIMPrefix`, ``fraction=0.25``);
-- ``lim_subsample``: LIM over a random quarter of the pool, predicted for the rest from the
-  base pass rate (:class:`limr.selectors.cheap.LIMSubsample`);
-- ``lim_probe``: LIM over an offline pass-ratio@k curve (:mod:`limr.probe`) of the base and the
-  FULL run's checkpoints of its first quarter (``trainer.keep_checkpoints`` must keep them).
+- ``lim_prefix``: LIM over the first ceil(f x E) of the FULL run's E whole epochs
+  (:class:`limr.selectors.cheap.LIMPrefix`);
+- ``lim_subsample``: a real run on a random f of the pool for f of FULL's steps (the job
+  ``subsample-s<seed>``, folder ``arms/subsample-s<seed>``), scored by LIM, extended to the rest of
+  the pool by a least-squares predictor from the base pass rate (the probe's base epoch) and the
+  level (:func:`limr.selectors.cheap.extend_by_predictor`);
+- ``lim_probe``: LIM over an offline pass-ratio@k curve (:mod:`limr.probe`, the job
+  ``probe-s<seed>``, folder ``probe/s<seed>``) of the base and the FULL run's checkpoints up to
+  step f x FULL's steps (``trainer.keep_checkpoints`` must keep them).
 
-Each uses LIM's cut (``selector.threshold`` / ``selector.size``, default theta 0.6). Its cost is
-the rollouts it needed over the FULL run's: a prefix's epochs, a subsample's prompts, a probe's
-samples plus the FULL steps up to its last checkpoint.
+The cut (``run.cheap_cut``): ``lim_size``, as many prompts as the LIM arm kept (default), or
+``threshold``, LIM's own. ``run.cheap_kwargs`` adds keyword arguments to an arm's selector. Each
+arm's cost is the rollouts it needed over the FULL run's: a prefix's epochs; a subsample's run
+plus the base probe of the prompts it predicts; a probe's samples plus the FULL steps up to its
+last checkpoint.
 
-Pure functions of the run folder: :mod:`limr.pipeline` and :mod:`limr.report` call them.
+Pure functions of the run folder and the config: :mod:`limr.pipeline` and :mod:`limr.report`
+call them.
 """
 
 from __future__ import annotations
@@ -33,22 +40,86 @@ CHEAP_LABELS = {
     "lim_subsample": "LIM-subsample",
     "lim_probe": "LIM-probe",
 }
-PREFIX_FRACTION = 0.25
-"""The share of the FULL run a cheap arm may use (the issue's goal: at most 25%)."""
 GOALS = {"cost": 0.25, "spearman": 0.8, "jaccard": 0.7}
 
 
-def cheap_selection(arm: str, history: Any, cfg: Any, seed: int) -> Any:
-    """The :class:`limr.types.Selection` of ``lim_prefix`` or ``lim_subsample`` on the FULL
-    run's history, with LIM's cut."""
+def selector_kwargs(cfg: Any, arm: str, lim_size: int) -> dict[str, Any]:
+    """The cut and extra keyword arguments of a cheap arm's selector (``run.cheap_cut``,
+    ``run.cheap_kwargs``)."""
+    sc = cfg.selector
+    if cfg.run.cheap_cut == "lim_size":
+        cut: dict[str, Any] = {"threshold": None, "size": max(1, int(lim_size))}
+    else:
+        cut = {"threshold": sc.threshold, "size": sc.size}
+    extra = dict(cfg.run.cheap_kwargs.get(arm, {}) or {})
+    return {**cut, "metric": sc.metric, **extra}
+
+
+def cheap_selection(arm: str, history: Any, cfg: Any, seed: int, lim_size: int) -> Any:
+    """The :class:`limr.types.Selection` of ``lim_prefix`` on the FULL run's history."""
     import limr.selectors  # noqa: F401
     from limr.registry import SELECTORS
 
-    sc = cfg.selector
-    kwargs: dict[str, Any] = {"fraction": PREFIX_FRACTION}
-    return SELECTORS.build(
-        arm, threshold=sc.threshold, size=sc.size, metric=sc.metric, seed=seed, **kwargs
-    ).select(history)
+    kwargs = selector_kwargs(cfg, arm, lim_size)
+    if arm == "lim_prefix" and "epochs" not in kwargs:
+        kwargs.setdefault("fraction", cfg.run.cheap_fraction)
+    return SELECTORS.build(arm, seed=seed, **kwargs).select(history)
+
+
+def _pool(cfg: Any) -> list[Any]:
+    from limr.prompts import load_prompts
+
+    d = cfg.data
+    return load_prompts(
+        d.train, split=d.split, id_field=d.id_field, problem_field=d.problem_field,
+        answer_field=d.answer_field, subset=d.subset, max_prompts=d.max_prompts,
+        levels=d.levels,
+    )  # fmt: skip
+
+
+def subsample_pool(cfg: Any, seed: int) -> list[str]:
+    """The ids of a seeded random ``run.cheap_fraction`` of FULL's pool (at least 2), in the
+    dataset's order: what the ``subsample`` run trains on."""
+    import random
+
+    ids = [p.id for p in _pool(cfg)]
+    m = max(2, min(len(ids), round(cfg.run.cheap_fraction * len(ids))))
+    chosen = set(random.Random(seed).sample(range(len(ids)), m))
+    return [pid for j, pid in enumerate(ids) if j in chosen]
+
+
+def subsample_steps(cfg: Any) -> int:
+    """RL steps of the subsample run: ``run.cheap_fraction`` of FULL's ``trainer.max_steps``
+    (the same number of epochs over a pool that much smaller)."""
+    return max(1, round(cfg.run.cheap_fraction * cfg.trainer.max_steps))
+
+
+def subsample_selection(
+    cfg: Any, full_dir: Path, sub_dir: Path, probe_dir: Path, seed: int, lim_size: int
+) -> tuple[Any, dict[str, Any]]:
+    """LIM of the subsample run, extended to FULL's pool from the base probe's pass rates (and
+    the prompts' levels when every one has one). Returns (Selection, cost info)."""
+    import limr.selectors  # noqa: F401
+    from limr.history import RewardHistory
+    from limr.prompts import level_of
+    from limr.registry import SELECTORS
+
+    levels = {p.id: level_of(p) for p in _pool(cfg)}
+    features = {"level": levels} if all(v is not None for v in levels.values()) else None
+    kwargs = selector_kwargs(cfg, "lim_subsample", lim_size)
+    sel = SELECTORS.build(
+        "lim_subsample", seed=seed, base_history=str(Path(probe_dir) / "history"),
+        features=features, **kwargs,
+    ).select(RewardHistory.load(Path(sub_dir) / "history"))  # fmt: skip
+    full_rollouts = int(RewardHistory.load(Path(full_dir) / "history").n.sum())
+    used = int(sel.info["rollouts_used"])
+    cost = {
+        "rollouts_used": used,
+        "rollouts_total": full_rollouts,
+        "cost_fraction": used / full_rollouts if full_rollouts else math.nan,
+        "subsample_prompts": len(RewardHistory.load(Path(sub_dir) / "history").ids),
+    }
+    return sel, cost
 
 
 _STEP = re.compile(r"step-(\d+)\.ckpt$")
@@ -64,39 +135,59 @@ def probe_checkpoints(full_dir: Path, max_step: int) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def probe_selection(
-    cfg: Any, full_dir: Path, out_dir: Path, base_path: str, seed: int, full_steps: int
-) -> tuple[Any, dict[str, Any]]:
-    """Run (or resume) the probe of the base and FULL's checkpoints of its first
-    :data:`PREFIX_FRACTION` of steps, then LIM over its curve. Returns (Selection, cost info)."""
+def probe_specs(
+    cfg: Any, full_dir: Path, base_path: str, full_steps: int | None
+) -> tuple[list[str], int]:
+    """(models to probe, FULL's last step among them): the base, then FULL's checkpoints up to
+    step ``run.cheap_fraction`` x ``full_steps`` (None: the base only)."""
+    if full_steps is None:
+        return [base_path], 0
+    ckpts = probe_checkpoints(full_dir, int(full_steps * cfg.run.cheap_fraction))
+    return [base_path, *[str(p) for _, p in ckpts]], ckpts[-1][0] if ckpts else 0
+
+
+PROBE_DONE = "done.json"
+
+
+def run_probe(
+    cfg: Any, out_dir: Path, specs: list[str], seed: int, last_step: int
+) -> dict[str, Any]:
+    """Run (or resume) the probe of ``specs`` into ``out_dir``; write ``done.json`` (the specs,
+    their rollouts, FULL's last step among them) and return it."""
     import copy
 
-    import limr.selectors  # noqa: F401
-    from limr.history import RewardHistory
     from limr.probe import probe
-    from limr.registry import SELECTORS
 
-    max_step = int(full_steps * PREFIX_FRACTION)
-    ckpts = probe_checkpoints(full_dir, max_step)
     pcfg = copy.deepcopy(cfg)
     pcfg.run.seed = seed
-    specs = [base_path, *[str(p) for _, p in ckpts]]
     manifest = probe(
         specs, pcfg, out_dir, samples=cfg.sampler.n_samples, progress=False, log=lambda _: None
     )
+    done = {"checkpoints": specs, "rollouts": manifest["rollouts"], "full_steps_used": last_step}
+    Path(out_dir, PROBE_DONE).write_text(json.dumps(done, indent=2) + "\n", encoding="utf-8")
+    return done
+
+
+def probe_selection(
+    cfg: Any, full_dir: Path, probe_dir: Path, seed: int, full_steps: int, lim_size: int
+) -> tuple[Any, dict[str, Any]]:
+    """LIM over the probe's curve (written by :func:`run_probe`). Returns (Selection, cost
+    info): the probe's samples plus FULL's rollouts up to its last checkpoint."""
+    import limr.selectors  # noqa: F401
+    from limr.history import RewardHistory
+    from limr.registry import SELECTORS
+
+    done = json.loads(Path(probe_dir, PROBE_DONE).read_text(encoding="utf-8"))
     full_rollouts = int(RewardHistory.load(Path(full_dir) / "history").n.sum())
-    last_step = ckpts[-1][0] if ckpts else 0
+    last_step = int(done["full_steps_used"])
     # FULL's steps are all the same size (rollout_batch_size x n_samples)
     trained = full_rollouts * last_step / full_steps if full_steps else 0.0
-    used = trained + sum(manifest["rollouts"])
-    sc = cfg.selector
-    h = RewardHistory.load(Path(out_dir) / "history")
-    sel = SELECTORS.build(
-        "lim", threshold=sc.threshold, size=sc.size, metric=sc.metric, seed=seed
-    ).select(h)
+    used = trained + sum(done["rollouts"])
+    h = RewardHistory.load(Path(probe_dir) / "history")
+    sel = SELECTORS.build("lim", seed=seed, **selector_kwargs(cfg, "lim_probe", lim_size)).select(h)
     cost = {
-        "probe_checkpoints": specs,
-        "probe_rollouts": sum(manifest["rollouts"]),
+        "probe_checkpoints": done["checkpoints"],
+        "probe_rollouts": sum(done["rollouts"]),
         "full_steps_used": last_step,
         "rollouts_used": used,
         "rollouts_total": full_rollouts,
@@ -156,6 +247,10 @@ def _pct(x: float) -> str:
     return "-" if math.isnan(x) else f"{100 * x:.0f}%"
 
 
+def _count(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.0f}"
+
+
 def _num(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:.2f}"
 
@@ -177,10 +272,10 @@ def cheap_section(
         return []
     bench = results["benchmarks"][0]
     lines = [
-        f"| arm | rollouts (of FULL's) | Spearman vs LIM | overlap (Jaccard) vs LIM | "
-        f"top-N overlap | {bench} | - LIM ({100 * CONFIDENCE:.0f}% CI) | "
-        f"- RAND ({100 * CONFIDENCE:.0f}% CI) | goals met |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| arm | rollouts (of FULL's) | Spearman vs LIM | kept (LIM's) | "
+        f"overlap (Jaccard) vs LIM | top-N overlap | {bench} | "
+        f"- LIM ({100 * CONFIDENCE:.0f}% CI) | - RAND ({100 * CONFIDENCE:.0f}% CI) | goals met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     best: tuple[float, str] | None = None
     cache: dict = {}
@@ -194,6 +289,8 @@ def cheap_section(
         rho = _mean([r["spearman"] for r in rows])
         jac = _mean([r["jaccard"] for r in rows])
         top = _mean([r["top_overlap"] for r in rows])
+        kept = _mean([r["n_kept"] for r in rows])
+        lim_kept = _mean([r["lim_kept"] for r in rows])
         per_seed = results["arms"].get(arm) or {}
         acc = _mean([v.get(bench, {}).get("accuracy") for v in per_seed.values()])
         diffs = []
@@ -227,7 +324,8 @@ def cheap_section(
             best = (score, arm)
         lines.append(
             f"| {labels.get(arm, CHEAP_LABELS.get(arm, arm))} | {_pct(cost)} | {_num(rho)} | "
-            f"{_num(jac)} | {_num(top)} | {'-' if math.isnan(acc) else f'{100 * acc:.1f}'} | "
+            f"{_count(kept)} ({_count(lim_kept)}) | {_num(jac)} | {_num(top)} | "
+            f"{'-' if math.isnan(acc) else f'{100 * acc:.1f}'} | "
             f"{diffs[0]} | "
             f"{diffs[1]} | {sum(met)} of 4 |"
         )
@@ -235,13 +333,13 @@ def cheap_section(
         "",
         "Rollouts: what the estimator needed, as a share of the FULL run's rollouts (mean over "
         "seeds). Spearman: rank correlation of its scores with full LIM's over the prompts both "
-        "scored; overlap: Jaccard index of its selected set and LIM's (both with LIM's cut; a "
-        "prefix's flatter average curve lets theta 0.6 keep more prompts than LIM does); top-N "
-        "overlap: the share of LIM's N kept prompts among the estimator's N best scores. "
+        "scored; kept: the prompts its selection kept (LIM's in brackets; `run.cheap_cut` "
+        "lim_size keeps as many as LIM, threshold applies LIM's cut to its scores); overlap: "
+        "Jaccard index of its selected set and LIM's; top-N overlap: the share of LIM's N kept "
+        "prompts among the estimator's N best scores. "
         "Differences in points with the paired bootstrap CI of the Comparisons section. "
-        "LIM-subsample is simulated: its curves are the FULL run's own for the sampled prompts "
-        "(a policy trained on the whole pool), not a run on that fraction; its share is what such "
-        "a run would cost. Goals "
+        "LIM-subsample trained its own run on a random share of the pool (that share of FULL's "
+        "steps) and predicted the rest from the base probe's pass rate and the level. Goals "
         f"(issue 11): rollouts <= {100 * GOALS['cost']:.0f}%, Spearman >= {GOALS['spearman']}, "
         f"overlap >= {GOALS['jaccard']}, and 0 inside the CI of the difference to LIM.",
     ]

@@ -367,8 +367,32 @@ class RunConfig:
     1 = everything in the ``limr run`` process, one arm after the other. None = one per CPU core
     (``os.sched_getaffinity``) divided by ``trainer.num_threads`` when training on the CPU with
     one process per arm, else 1. Results do not depend on it (each arm has its own seed)."""
+    cheap_fraction: float = 0.25
+    """The share of the FULL run each cheap-LIM arm may use (issue 11): ``lim_prefix`` scores the
+    first ceil(f x E) of FULL's E epochs, ``lim_subsample`` trains a run on a random f of the
+    pool for f of FULL's steps, ``lim_probe`` probes FULL's checkpoints up to step f x FULL's."""
+    cheap_cut: str = "lim_size"
+    """How a cheap arm's selection is cut: ``lim_size`` keeps as many prompts as the LIM arm
+    (the top N: overlap and held-out accuracy then compare which prompts, not how many);
+    ``threshold`` applies LIM's own cut (``selector.threshold`` / ``selector.size``)."""
+    cheap_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments of a cheap arm's selector, e.g. ``{lim_prefix: {epochs: 2}}``."""
 
     def __post_init__(self) -> None:
+        if not 0.0 < float(self.cheap_fraction) <= 1.0:
+            raise ConfigError(f"run.cheap_fraction: must be in (0, 1], got {self.cheap_fraction}")
+        if self.cheap_cut not in ("lim_size", "threshold"):
+            raise ConfigError(
+                f"run.cheap_cut: {self.cheap_cut!r} is not one of lim_size, threshold"
+            )
+        from limr.cheap_study import CHEAP_ARMS
+
+        bad = [k for k in self.cheap_kwargs if k not in CHEAP_ARMS]
+        if bad:
+            raise ConfigError(
+                f"run.cheap_kwargs: {bad[0]!r} is not a cheap arm; cheap arms: "
+                f"{', '.join(CHEAP_ARMS)}"
+            )
         if self.workers is not None and self.workers < 1:
             raise ConfigError(
                 f"run.workers: must be at least 1 (or null: one per CPU core), got {self.workers}"

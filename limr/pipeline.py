@@ -40,7 +40,18 @@ from typing import Any
 
 import lightning as L
 
-from limr.cheap_study import CHEAP_ARMS, CHEAP_LABELS
+from limr.cheap_study import (
+    CHEAP_ARMS,
+    CHEAP_LABELS,
+    PROBE_DONE,
+    cheap_selection,
+    probe_selection,
+    probe_specs,
+    run_probe,
+    subsample_pool,
+    subsample_selection,
+    subsample_steps,
+)
 from limr.config import ConfigError, LimrConfig, check_selector, to_yaml
 
 SUBSET_ARMS = ("lim", "linear", "rand", *CHEAP_ARMS)
@@ -100,9 +111,10 @@ class Job:
     """``<arm>-s<seed>`` (training), ``selections-s<seed>``, ``eval-base`` or
     ``eval-<arm>-s<seed>``."""
     kind: str
-    """train, select or eval."""
+    """train, select, probe or eval."""
     arm: str
-    """full, lim, linear, rand, curriculum; ``base`` for the base's evaluation; ``selections``."""
+    """full, lim, linear, rand, curriculum, a cheap arm, or ``subsample`` (the lim_subsample arm's
+    run on part of the pool); ``base`` for the base's evaluation; ``selections``; ``probe``."""
     seed: int | None
     after: tuple[str, ...]
     """Jobs that must be finished first."""
@@ -165,8 +177,21 @@ class Pipeline:
         for seed in self.cfg.run.seeds:
             full = f"full-s{seed}"
             jobs.append(Job(full, "train", "full", seed, (), 2, f"FULL (seed {seed})"))
+            needs = [full]
+            if "lim_subsample" in arms:
+                share = f"{100 * self.cfg.run.cheap_fraction:.0f}%"
+                sub = f"subsample-s{seed}"
+                jobs.append(Job(sub, "train", "subsample", seed, (), 2,
+                                f"FULL on a random {share} of the pool (seed {seed})"))  # fmt: skip
+                needs.append(sub)
+            if "lim_probe" in arms or "lim_subsample" in arms:
+                probe = f"probe-s{seed}"
+                after = (full,) if "lim_probe" in arms else ()
+                jobs.append(Job(probe, "probe", "probe", seed, after, 3,
+                                f"probe (seed {seed})"))  # fmt: skip
+                needs.append(probe)
             sel = f"selections-s{seed}"
-            jobs.append(Job(sel, "select", "selections", seed, (full,), 3,
+            jobs.append(Job(sel, "select", "selections", seed, tuple(needs), 3,
                             f"selections (seed {seed})"))  # fmt: skip
             for arm in arms:
                 if arm == "full":
@@ -195,6 +220,8 @@ class Pipeline:
             return (self.arm_dir(job.arm, job.seed) / "train_summary.json").exists()
         if job.kind == "select":
             return (self.root / "selections" / f"selections-s{job.seed}.json").exists()
+        if job.kind == "probe":
+            return self._probe_done(job.seed) is not None
         return self._eval_path(job.arm, job.seed).exists()
 
     def precheck(self, job: Job) -> dict | None:
@@ -202,6 +229,11 @@ class Pipeline:
         Only meaningful once the jobs it waits for are done."""
         if job.kind == "select":
             return self.select(job.seed) if self.is_done(job) else None
+        if job.kind == "probe":
+            done = self._probe_done(job.seed)
+            if done is None:
+                return None
+            return {**done, "_summary": f"done before ({sum(done['rollouts'])} rollouts)"}
         if job.kind == "train":
             summary_path = self.arm_dir(job.arm, job.seed) / "train_summary.json"
             if summary_path.exists():
@@ -236,6 +268,8 @@ class Pipeline:
             if job.kind == "train":
                 selections = self.select(job.seed) if job.arm in SUBSET_ARMS else None
                 return self.train_arm(job.arm, job.seed, selections)
+            if job.kind == "probe":
+                return self.run_probe(job.seed)
             if base_path is None and job.arm == "base":
                 base_path = self.base_model()
             return self.evaluate_arm(job.arm, job.seed, base_path)
@@ -341,6 +375,11 @@ class Pipeline:
         cfg.run.seed = seed
         cfg.run.run_dir = str(self.arm_dir(arm, seed))
         cfg.curriculum.enabled = arm == "curriculum"
+        if arm == "subsample":
+            cfg.data.subset = str(self._subsample_pool(seed))
+            cfg.data.max_prompts = None
+            cfg.trainer.max_steps = subsample_steps(self.cfg)
+            fit_batch_to_subset(cfg, len(subsample_pool(self.cfg, seed)))
         if arm in SUBSET_ARMS:
             assert selections is not None
             sel = selections[arm]
@@ -351,6 +390,51 @@ class Pipeline:
             fit_batch_to_subset(cfg, sel["n_kept"])
         cfg.__post_init__()  # recompute derived sizes
         return cfg
+
+    def _subsample_pool(self, seed: int) -> Path:
+        """``selections/subsample-pool-s<seed>.jsonl``: the ids the subsample run trains on."""
+        path = self.root / "selections" / f"subsample-pool-s{seed}.jsonl"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ids = subsample_pool(self.cfg, seed)
+            _write_text(path, "".join(json.dumps({"id": i}) + "\n" for i in ids))
+        return path
+
+    def _probe_dir(self, seed: int) -> Path:
+        return self.root / "probe" / f"s{seed}"
+
+    def _probe_specs(self, seed: int) -> tuple[list[str], int]:
+        """What the probe of this seed probes: the base, and FULL's early checkpoints when the
+        ``lim_probe`` arm runs (FULL must be done then)."""
+        full_steps = None
+        if "lim_probe" in self.arms:
+            summary = self.arm_dir("full", seed) / "train_summary.json"
+            if not summary.exists():
+                raise RuntimeError(f"the probe of seed {seed} needs FULL finished ({summary})")
+            full_steps = int(json.loads(summary.read_text())["steps"])
+        return probe_specs(self.cfg, self.arm_dir("full", seed), self.base_model(), full_steps)
+
+    def _probe_done(self, seed: int) -> dict | None:
+        """The probe's ``done.json`` when it probed what this run asks for, else None."""
+        path = self._probe_dir(seed) / PROBE_DONE
+        if not path.exists():
+            return None
+        done = json.loads(path.read_text(encoding="utf-8"))
+        if (
+            "lim_probe" in self.arms
+            and not (self.arm_dir("full", seed) / "train_summary.json").exists()
+        ):
+            return None
+        return done if done["checkpoints"] == self._probe_specs(seed)[0] else None
+
+    def run_probe(self, seed: int) -> dict:
+        """The probe of the base (and FULL's early checkpoints): the lim_probe arm's curve, and
+        the base pass rates that lim_subsample's predictor extends from."""
+        specs, last_step = self._probe_specs(seed)
+        done = run_probe(self.cfg, self._probe_dir(seed), specs, seed, last_step)
+        n = len(specs)
+        return {**done, "_summary": f"{n} model{'s' if n > 1 else ''}, "
+                f"{sum(done['rollouts'])} rollouts"}  # fmt: skip
 
     def train_arm(self, arm: str, seed: int, selections: dict | None = None) -> dict:
         from limr.train import train
@@ -397,7 +481,9 @@ class Pipeline:
         if saved is not None:  # the cheap arms added since
             for arm in cheap:
                 if arm not in saved:
-                    saved[arm] = self._cheap_selection(arm, seed, history, out_dir)
+                    saved[arm] = self._cheap_selection(
+                        arm, seed, history, out_dir, saved["lim"]["n_kept"]
+                    )
             _write_json(done, saved)
             return {**saved, "_summary": "done before (cheap arms added)"}
         sc = self.cfg.selector
@@ -415,7 +501,7 @@ class Pipeline:
         for name, sel in (("lim", main), ("linear", linear), ("rand", rand)):
             result[name] = _selection_entry(out_dir, name, seed, sel)
         for arm in cheap:
-            result[arm] = self._cheap_selection(arm, seed, history, out_dir)
+            result[arm] = self._cheap_selection(arm, seed, history, out_dir, len(main.kept_ids))
         result["lim"]["selector"] = sc.name
         result["lim"]["label"] = arm_label("lim", self.cfg)
         result["lim"]["avg_curve"] = main.info.get("avg_curve")
@@ -432,19 +518,25 @@ class Pipeline:
         )
         return {**result, "_summary": summary}
 
-    def _cheap_selection(self, arm: str, seed: int, history: Any, out_dir: Path) -> dict:
-        """A cheap-LIM arm's selection (:mod:`limr.cheap_study`), written as the others are."""
-        from limr.cheap_study import cheap_selection, probe_selection
-
+    def _cheap_selection(
+        self, arm: str, seed: int, history: Any, out_dir: Path, lim_size: int
+    ) -> dict:
+        """A cheap-LIM arm's selection (:mod:`limr.cheap_study`), written as the others are;
+        ``lim_size``: what the LIM arm kept (``run.cheap_cut: lim_size`` keeps as many)."""
         cost: dict[str, Any] = {}
+        full = self.arm_dir("full", seed)
         if arm == "lim_probe":
-            summary = json.loads((self.arm_dir("full", seed) / "train_summary.json").read_text())
+            summary = json.loads((full / "train_summary.json").read_text())
             sel, cost = probe_selection(
-                self.cfg, self.arm_dir("full", seed), self.root / "probe" / f"s{seed}",
-                self.base_model(), seed, int(summary["steps"]),
+                self.cfg, full, self._probe_dir(seed), seed, int(summary["steps"]), lim_size
+            )
+        elif arm == "lim_subsample":
+            sel, cost = subsample_selection(
+                self.cfg, full, self.arm_dir("subsample", seed), self._probe_dir(seed), seed,
+                lim_size,
             )  # fmt: skip
         else:
-            sel = cheap_selection(arm, history, self.cfg, seed)
+            sel = cheap_selection(arm, history, self.cfg, seed, lim_size)
         return _selection_entry(out_dir, arm, seed, sel, cost)
 
     def _eval_path(self, arm: str, seed: int | None) -> Path:

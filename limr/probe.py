@@ -207,7 +207,8 @@ def probe(
             manifest["rollouts"].append(len(ids))
             _write_json(manifest_path, manifest)
             acc = float(torch.cat(correct).float().mean())
-            bar.write(f"limr probe: {spec}: {len(ids)} rollouts, accuracy {acc:.3f}")
+            line = f"limr probe: {spec}: {len(ids)} rollouts, accuracy {acc:.3f}"
+            bar.write(line) if progress else log(line)
             del policy, sampler
     finally:
         bar.close()

@@ -162,8 +162,11 @@ def execute_job(cfg: LimrConfig, name: str, base_path: str | None) -> dict:
 
 
 def _priority(job: Job, index: int) -> tuple[int, int]:
+    # what the selections wait for first: FULL, the cheap-LIM study's subsample run and probe
+    if job.arm in ("full", "subsample", "probe"):
+        return (0, index)
     if job.kind == "train":
-        return (0 if job.arm == "full" else 1, index)
+        return (1, index)
     return (2, index)
 
 

@@ -149,7 +149,9 @@ def test_concurrent_interrupted_and_failed_runs_resume_to_the_sequential_numbers
     assert any("FULL (seed 0) ... (worker" in x for x in started), text
     assert any("CURRICULUM (seed 0) ... (worker" in x for x in started), text  # in parallel
     pids = re.search(r"worker processes \(pids ([\d, ]+);", text).group(1)
-    time.sleep(0.5)
+    deadline = time.time() + 30  # a loaded machine may take a while to reap them
+    while any(_alive(int(p)) for p in pids.split(", ")) and time.time() < deadline:
+        time.sleep(0.2)
     assert not any(_alive(int(p)) for p in pids.split(", ")), text  # the workers are gone
     full_done = _mtimes(run_dir)["full-s0"]
 

@@ -430,6 +430,21 @@ def epochs_line(info: dict[str, Any]) -> str | None:
     return text
 
 
+def cost_line(info: dict[str, Any]) -> str | None:
+    """The cheap estimators' cost (``rollouts_used`` of ``rollouts_total``, the share), from
+    ``Selection.info``; None for a selector that reports none."""
+    used = info.get("rollouts_used")
+    if used is None:
+        return None
+    total = info.get("rollouts_total")
+    text = f"rollouts used: {used:,.0f}"
+    if total:
+        text += f" of {total:,.0f} ({100 * used / total:.1f}%)"
+    if info.get("epochs_used") is not None:
+        text += f"; epochs {info['epochs_used']} of {info.get('epochs_total', '?')}"
+    return text
+
+
 def write_jsonl(path: str | Path, records) -> int:
     """Write records atomically (temp file + rename); return how many."""
     path = Path(path)
@@ -506,9 +521,9 @@ def main(args: argparse.Namespace) -> int:
         f"over {epochs} epochs from {src.description}; "
         f"{n_all - n} unscored (missing epochs); wrote {args.out}"
     )
-    line = epochs_line(info)
-    if line is not None:
-        print(f"limr score: {line}")
+    for line in (epochs_line(info), cost_line(info)):
+        if line is not None:
+            print(f"limr score: {line}")
     return 0
 
 

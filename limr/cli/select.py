@@ -27,6 +27,7 @@ from limr.cli.score import (
     Source,
     add_source_arguments,
     build_selector,
+    cost_line,
     epochs_line,
     open_source,
     parse_selector_args,
@@ -245,9 +246,9 @@ def _report(args: argparse.Namespace, src: Source, r: dict[str, Any]) -> None:
         f"source: {src.description} ({r['n_source']} prompts, "
         f"{r['n_source'] - n_scored} unscored)"
     )
-    line = epochs_line(info)
-    if line is not None:
-        print(f"  {line}")
+    for line in (epochs_line(info), cost_line(info)):
+        if line is not None:
+            print(f"  {line}")
     if "never_solved_kept" in info:
         print(
             f"  never-solved prompts kept: {info['never_solved_kept']} "

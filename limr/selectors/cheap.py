@@ -142,6 +142,62 @@ class LIMPrefix:
 # subsample: LIM on a random part of the pool, a predictor for the rest
 
 
+def extend_by_predictor(
+    ids: list[str],
+    trained: dict[str, float],
+    base: np.ndarray,
+    features: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Scores for every prompt of ``ids``: the measured LIM of the ``trained`` ones ({id: LIM};
+    NaN entries count as unmeasured), a predicted one for the rest.
+
+    The predictor is a least-squares fit (with an intercept) of the measured scores on features
+    that cost no training: ``base`` (each prompt's pass rate under the base model, [I] in ``ids``
+    order), its square, and any extra ``features`` ({name: values in ``ids`` order}, e.g. the
+    MATH level). LIM is close to a quadratic of the base pass rate (prompts that start near the
+    average and rise with it score highest), which is what this exploits.
+
+    Returns (scores [I] float64, info with ``fit_r2``, the fit's R^2 on the measured prompts, and
+    ``coef``).
+    """
+    num_i = len(ids)
+    base = np.asarray(base, dtype=np.float64)
+    if base.shape != (num_i,):
+        raise ValueError(f"base pass rates: {base.shape[0]} values for {num_i} prompts")
+    cols = [np.ones(num_i), base, base**2]
+    names = ["intercept", "base", "base^2"]
+    for name, vals in (features or {}).items():
+        arr = np.asarray(vals, dtype=np.float64)
+        if arr.shape != (num_i,):
+            raise ValueError(f"feature {name!r}: {arr.shape[0]} values for {num_i} prompts")
+        cols.append(arr)
+        names.append(name)
+    x = np.stack(cols, axis=1)
+    index = {pid: j for j, pid in enumerate(ids)}
+    unknown = [p for p in trained if p not in index]
+    if unknown:
+        raise ValueError(f"{len(unknown)} trained prompts are not in the pool, e.g. {unknown[:3]}")
+    rows = np.array([index[p] for p in trained], dtype=np.int64)
+    y = np.array(list(trained.values()), dtype=np.float64)
+    ok = np.isfinite(y)
+    rows, y = rows[ok], y[ok]
+    if len(y) < 2:
+        raise ValueError(f"the predictor needs 2 or more measured LIM scores, got {len(y)}")
+    coef, *_ = np.linalg.lstsq(x[rows], y, rcond=None)
+    pred = x @ coef
+    resid = y - pred[rows]
+    var = float(((y - y.mean()) ** 2).sum())
+    scores = pred.copy()
+    scores[rows] = y  # a measured prompt keeps its LIM
+    info = {
+        "fit_r2": 1.0 - float((resid**2).sum()) / var if var > 0 else math.nan,
+        "coef": dict(zip(names, coef.tolist())),
+        "n_measured": len(y),
+        "n_predicted": num_i - len(y),
+    }
+    return scores, info
+
+
 def subsample_lim_scores(
     history: HistoryLike,
     fraction: float,
@@ -150,24 +206,20 @@ def subsample_lim_scores(
     base_epoch: int = 0,
     features: dict[str, list[float]] | None = None,
 ) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    """LIM as if the FULL run had trained on a random ``fraction`` of the pool, extended to the
-    other prompts by a cheap predictor.
+    """A *simulation*, on one history, of LIM from a run on a random ``fraction`` of the pool.
 
     1. A seeded random ``fraction`` of the prompts (at least 2) is the *trained* part: their
        curves are scored by LIM against their own average curve (``lim`` on that sub-history).
        The cost is the rollouts of that part (``rollouts_used``) over the whole pool's.
-    2. Every other prompt gets a predicted score from features that cost no training:
-       its accuracy in epoch ``base_epoch`` (default 0, the base model's pass rate, which a
-       probe of the base model gives as well), its square, and any extra ``features``
-       ({name: values in ``history.ids`` order}, e.g. the MATH level). The predictor is a
-       least-squares fit (with an intercept) of the trained part's LIM scores on those
-       features: LIM is close to a quadratic of the base pass rate (prompts that start near
-       the average and rise with it score highest), which is what this exploits.
+    2. The other prompts get a score from :func:`extend_by_predictor`, with their accuracy in
+       epoch ``base_epoch`` (default 0, the base model's pass rate) and any extra ``features``.
 
-    Prompts LIM could not score (missing an epoch) are left out of the fit and get a predicted
-    score. Returns (ids in history order, scores [I] float64, info with ``trained`` (ids),
-    ``fit_r2`` (the fit's R^2 on the trained part), ``coef``, ``rollouts_used``,
-    ``rollouts_total``, ``cost_fraction``).
+    On a FULL run's history the sampled curves are those of a policy trained on the whole pool,
+    not on the fraction: the pipeline's ``lim_subsample`` arm runs the fraction for real
+    (:mod:`limr.cheap_study`); this is the cheap check for a history one already has.
+
+    Returns (ids in history order, scores [I] float64, info with ``trained`` (ids), ``fit_r2``,
+    ``coef``, ``rollouts_used``, ``rollouts_total``, ``cost_fraction``).
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
@@ -189,51 +241,51 @@ def subsample_lim_scores(
         last_epoch_complete=True,
     )
     sub_ids, sub_scores = LIM(threshold=0.0, metric=metric, whole_epochs=False).score(sub)
-    values, present = epoch_values(h, metric)
+    values, _ = epoch_values(h, metric)
     if not 0 <= base_epoch < values.shape[1]:
         raise ValueError(f"base_epoch {base_epoch} is not an epoch of the history")
-    base = values[:, base_epoch].numpy()
-    cols = [np.ones(num_i), base, base**2]
-    names = ["intercept", "base", "base^2"]
-    for name, vals in (features or {}).items():
-        arr = np.asarray(vals, dtype=np.float64)
-        if arr.shape != (num_i,):
-            raise ValueError(f"feature {name!r}: {arr.shape[0]} values for {num_i} prompts")
-        cols.append(arr)
-        names.append(name)
-    x = np.stack(cols, axis=1)
-    index = {pid: j for j, pid in enumerate(ids)}
-    fit_rows = np.array([index[p] for p in sub_ids], dtype=np.int64)
-    y = sub_scores.numpy()
-    ok = np.isfinite(y)
-    fit_rows, y = fit_rows[ok], y[ok]
-    coef, *_ = np.linalg.lstsq(x[fit_rows], y, rcond=None)
-    pred = x @ coef
-    resid = y - pred[fit_rows]
-    var = float(((y - y.mean()) ** 2).sum())
-    scores = pred.copy()
-    scores[fit_rows] = y  # the trained part keeps its measured LIM
+    measured = dict(zip(sub_ids, sub_scores.tolist()))
+    scores, info = extend_by_predictor(ids, measured, values[:, base_epoch].numpy(), features)
     used = rollouts(sub)
     total = rollouts(h)
-    info = {
-        "trained": [ids[j] for j in trained.tolist()],
-        "fit_r2": 1.0 - float((resid**2).sum()) / var if var > 0 else math.nan,
-        "coef": dict(zip(names, coef.tolist())),
-        "rollouts_used": used,
-        "rollouts_total": total,
-        "cost_fraction": used / total if total else math.nan,
-    }
+    info.update(
+        trained=[ids[j] for j in trained.tolist()],
+        rollouts_used=used,
+        rollouts_total=total,
+        cost_fraction=used / total if total else math.nan,
+    )
     return ids, scores, info
+
+
+def pass_rates(history: HistoryLike, epoch: int = 0) -> dict[str, float]:
+    """{id: accuracy in ``epoch``} of a history (a probe's epoch 0 is the base's pass rate);
+    prompts without rollouts that epoch are left out."""
+    values, present = epoch_values(history, "accuracy")
+    if not 0 <= epoch < values.shape[1]:
+        raise ValueError(f"epoch {epoch} is not an epoch of the history ({values.shape[1]})")
+    col, ok = values[:, epoch].tolist(), present[:, epoch].tolist()
+    return {p: v for p, v, k in zip(history.ids, col, ok) if k}
 
 
 @register_selector("lim_subsample")
 class LIMSubsample:
-    """LIM on a random ``fraction`` (default 0.25) of the pool, predicted for the rest from the
-    first epoch's accuracy (the base pass rate) by a quadratic least-squares fit: see
-    :func:`subsample_lim_scores`. On a FULL run's history this is an estimate of what a run on the
-    fraction alone would give (the average curve is that of the fraction, the later epochs of
-    the rest are not used). Threshold 0.6 as LIM, or ``size``; ``Selection.info`` has the cost
-    (``rollouts_used``, ``rollouts_total``, ``cost_fraction``) and ``fit_r2``.
+    """LIM on a part of the pool, predicted for the rest from the base pass rate by a quadratic
+    least-squares fit (:func:`extend_by_predictor`).
+
+    Two uses:
+
+    - ``base_history=None`` (default): a simulation on one history: a random ``fraction``
+      (default 0.25) of its prompts is scored by LIM, the rest predicted from their accuracy in
+      epoch ``base_epoch`` (:func:`subsample_lim_scores`);
+    - ``base_history=PATH`` (a reward history of the base model over the whole pool, e.g. from
+      ``limr probe``): the history given is a real run on part of the pool; its prompts are
+      scored by LIM, every other prompt of ``base_history`` predicted from its pass rate there
+      (and from ``features``, {name: {id: value}}, e.g. the level, when given).
+
+    Threshold 0.6 as LIM, or ``size``; ``Selection.info`` has the cost (``rollouts_used``,
+    ``rollouts_total``, ``cost_fraction``; with a base history the total is unknown here and the
+    used rollouts count the run's and the base history's of the predicted prompts) and
+    ``fit_r2``.
     """
 
     kind = "offline"
@@ -247,6 +299,8 @@ class LIMSubsample:
         seed: int = 42,
         fraction: float = 0.25,
         base_epoch: int = 0,
+        base_history: str | None = None,
+        features: dict[str, dict[str, float]] | None = None,
         strict: bool = False,
     ) -> None:
         self.threshold, self.size = resolve_cut(
@@ -261,26 +315,45 @@ class LIMSubsample:
             base_epoch,
             strict,
         )
+        self.base_history = base_history
+        self.features = features
 
     def _score(self, history: HistoryLike):
+        """(the history the rows index, rows or None, scores, info)."""
         h, epochs_info = scoring_view(history, True)
-        ids, scores, info = subsample_lim_scores(
-            h, self.fraction, self.seed, self.metric, self.base_epoch
-        )
-        return h, torch.from_numpy(scores), {**epochs_info, **info}
+        if self.base_history is None:
+            ids, scores, info = subsample_lim_scores(
+                h, self.fraction, self.seed, self.metric, self.base_epoch
+            )
+            return h, None, torch.from_numpy(scores), {**epochs_info, **info}
+        from limr.history import RewardHistory
+
+        base = RewardHistory.load(self.base_history)
+        rates = pass_rates(base, self.base_epoch)
+        ids, scores, info = subsample_scores(h, rates, self.metric, self.features)
+        n_base = dict(zip(base.ids, base.n[:, self.base_epoch].tolist()))
+        trained = set(h.ids)
+        used = rollouts(h) + sum(int(n_base[p]) for p in ids if p not in trained)
+        info.update(rollouts_used=used, rollouts_total=None, cost_fraction=math.nan)
+        rows = None
+        if len(ids) != len(base.ids):
+            index = {p: j for j, p in enumerate(base.ids)}
+            rows = torch.tensor([index[p] for p in ids], dtype=torch.long)
+        return base, rows, torch.from_numpy(scores), {**epochs_info, **info}
 
     def score(self, history: HistoryLike) -> tuple[list[str], torch.Tensor]:
-        h, scores, _ = self._score(history)
-        return list(h.ids), scores
+        view, rows, scores, _ = self._score(history)
+        ids = list(view.ids) if rows is None else [view.ids[j] for j in rows.tolist()]
+        return ids, scores
 
     @one_thread()
     def select(self, history: HistoryLike) -> Selection:
-        h, scores, info = self._score(history)
+        view, rows, scores, info = self._score(history)
         info = {k: v for k, v in info.items() if k != "trained"}
         return make_selection(
             "lim_subsample",
-            h,
-            None,
+            view,
+            rows,
             scores,
             self.threshold,
             self.size,
@@ -289,3 +362,24 @@ class LIMSubsample:
             fraction=self.fraction,
             **info,
         )
+
+
+def subsample_scores(
+    history: HistoryLike,
+    base_rates: dict[str, float],
+    metric: str = "accuracy",
+    features: dict[str, dict[str, float]] | None = None,
+) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """LIM of a real run on part of the pool (``history``), extended to every prompt of
+    ``base_rates`` ({id: base pass rate}: the pool) by :func:`extend_by_predictor`.
+
+    ``features``: {name: {id: value}} over the pool (e.g. the level). Returns (pool ids in
+    ``base_rates`` order, scores [I] float64, info).
+    """
+    h, _ = scoring_view(history, True)
+    ids = list(base_rates)
+    sub_ids, sub_scores = LIM(threshold=0.0, metric=metric, whole_epochs=False).score(h)
+    measured = dict(zip(sub_ids, sub_scores.tolist()))
+    cols = {name: [vals[p] for p in ids] for name, vals in (features or {}).items()}
+    scores, info = extend_by_predictor(ids, measured, np.array([base_rates[p] for p in ids]), cols)
+    return ids, scores, info

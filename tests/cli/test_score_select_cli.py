@@ -347,3 +347,16 @@ def test_select_and_score_read_other_frameworks_logs(tmp_path, capsys):
     assert main(["score", str(run), "--out", str(again)]) == 0
     assert _lines(again) == _lines(scores)
     capsys.readouterr()
+
+
+def test_score_and_select_print_a_cheap_estimators_cost(tmp_path, capsys):
+    run = _run_with_history(tmp_path)  # 30 prompts x 4 epochs x 4 rollouts = 480
+    out = tmp_path / "prefix.jsonl"
+    args = ["score", str(run), "--selector", "lim_prefix", "--selector-arg", "epochs=1"]
+    assert main([*args, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "rollouts used: 120 of 480 (25.0%); epochs 1 of 4" in text
+    assert len(_lines(out)) == 30
+    args = ["select", str(run), "--selector", "lim_prefix", "--selector-arg", "fraction=0.5"]
+    assert main([*args, "--out", str(tmp_path / "kept.jsonl")]) == 0
+    assert "rollouts used: 240 of 480 (50.0%); epochs 2 of 4" in capsys.readouterr().out

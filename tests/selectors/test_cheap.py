@@ -112,3 +112,50 @@ def test_subsample_predicts_the_quadratic_exactly(make_history):
     assert sel.scores.numpy() == pytest.approx(expected, abs=1e-9)
     assert int(sel.keep.sum()) == 4 and sel.info["cost_fraction"] == 0.5
     assert not math.isnan(sel.info["fit_r2"])
+
+
+def test_extend_by_predictor_keeps_measured_and_fits_the_rest():
+    from limr.selectors.cheap import extend_by_predictor
+
+    ids = [f"p{i}" for i in range(9)]
+    base = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 0.1, 0.5, 0.9])
+    level = np.array([1, 2, 3, 1, 2, 3, 3, 1, 2], dtype=float)
+
+    def truth(b, lv):
+        return 0.3 + b - b**2 + 0.1 * lv
+
+    # 4 coefficients (intercept, base, base^2, level) from 5 measured prompts
+    trained = {p: truth(base[j], level[j]) for j, p in enumerate(ids) if j not in (2, 4, 8)}
+    trained["p5"] = math.nan  # unmeasured: predicted too
+    scores, info = extend_by_predictor(ids, trained, base, {"level": level})
+    assert scores == pytest.approx(truth(base, level), abs=1e-9)
+    assert info["n_measured"] == 5 and info["n_predicted"] == 4 and info["fit_r2"] == 1.0
+    assert info["coef"]["level"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="not in the pool"):
+        extend_by_predictor(ids, {"zz": 1.0, "p0": 0.0}, base)
+    with pytest.raises(ValueError, match="2 or more"):
+        extend_by_predictor(ids, {"p0": 0.0}, base)
+
+
+def test_subsample_of_a_real_run_with_a_base_history(make_history, tmp_path):
+    """The history given is a run on part of the pool; the base history (a probe of the base
+    over the whole pool) gives every other prompt's pass rate, and the cost counts its rollouts
+    of the predicted prompts."""
+    curves, bases = _shifted_history()  # p0..p11, curve = [b, b + 0.25]
+    sub_ids = ["p0", "p1", "p2", "p3", "p4", "p5"]
+    run = make_history({p: curves[p] for p in sub_ids}, n=4)
+    base_dir = tmp_path / "probe" / "history"
+    hb = RewardHistory(base_dir)
+    ids = [p for p in curves for _ in range(4)]
+    # 4 samples each: the base's pass rate is exactly the curve's first point
+    correct = torch.tensor([k < round(4 * curves[p][0]) for p in curves for k in range(4)])
+    hb.record(1, 0, ids, correct, correct.float(), epoch_steps=1)
+    hb.commit(1)
+    sel = SELECTORS.build("lim_subsample", size=3, base_history=str(base_dir)).select(run)
+    assert sel.ids == list(curves)
+    mb = bases[:6].mean()
+    avg = np.array([mb, mb + 0.25])
+    exact = 1 - 2 * (bases - mb) ** 2 / ((1 - avg) ** 2).sum()
+    # measured for the six trained, predicted exactly (LIM is a quadratic of the base rate here)
+    assert sel.scores.numpy() == pytest.approx(exact, abs=1e-9)
+    assert sel.info["rollouts_used"] == 6 * 2 * 4 + 6 * 4 and int(sel.keep.sum()) == 3
