@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # annotations only: reading data (limr.prompts) must not import torch
+    import torch
 
 
 @dataclass(frozen=True)

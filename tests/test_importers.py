@@ -412,6 +412,25 @@ def test_data_index_learns_an_instruction_template(tmp_path):
     assert index.match(template.format("Something else entirely.")) is None
 
 
+def test_data_index_reads_datasets_with_the_training_reader(tmp_path):
+    import subprocess
+    import sys
+
+    # shipped:NAME resolves without torch (limr.prompts no longer imports it)
+    code = (
+        "import sys; from limr.importers._core import DataIndex; "
+        "i = DataIndex('shipped:math_train'); print(len(i.by_text), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    n, torch_loaded = out.stdout.split()
+    assert int(n) > 8000 and torch_loaded == "False"
+    bad = write_data(tmp_path / "d.jsonl", n=3)
+    with open(bad, "a", encoding="utf-8") as f:
+        f.write('{"id": "d9", "problem": \n')
+    with pytest.raises(RolloutError, match=rf"--data {bad}:4: not valid JSON"):
+        DataIndex(str(bad))
+
+
 # ------------------------------------------------------------------------------ import, memory
 
 

@@ -207,7 +207,7 @@ class DataIndex:
 
 def _data_path(spec: str) -> Path:
     if spec.startswith("shipped:"):
-        from limr.prompts import DataError, shipped_path  # imports torch: only for this case
+        from limr.prompts import DataError, shipped_path
 
         try:
             return shipped_path(spec[len("shipped:") :])
@@ -220,31 +220,17 @@ def _data_path(spec: str) -> Path:
 
 
 def _iter_data_records(path: Path) -> Iterator[tuple[str, Any]]:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
+    """(location, record) of a dataset file, with :func:`limr.prompts.iter_records` (the
+    training data's reader); its problems become a :class:`RolloutError` naming ``--data``."""
+    from limr.prompts import DataError, iter_records
 
-        for i, row in enumerate(pq.read_table(path).to_pylist()):
-            yield f"{path}:row {i + 1}", row
-    elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RolloutError([f"--data {path}: not valid JSON ({err})"]) from None
-        if not isinstance(data, list):
-            raise RolloutError([f"--data {path}: a .json dataset must be a list of records"])
-        for i, row in enumerate(data):
-            yield f"{path}:item {i + 1}", row
-    else:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield f"{path}:{lineno}", json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise RolloutError(
-                            [f"--data {path}:{lineno}: not valid JSON: {err.msg}"]
-                        ) from None
+    try:
+        for where, record in iter_records(path):
+            if isinstance(record, DataError):
+                raise RolloutError([f"--data {where}: {p}" for p in record.problems])
+            yield where, record
+    except DataError as err:
+        raise RolloutError([f"--data {p}" for p in err.problems]) from None
 
 
 # ------------------------------------------------------------------------------ options
