@@ -238,6 +238,60 @@ def agreement(cheap: dict, lim: dict) -> dict[str, Any]:
     }
 
 
+def prefix_agreement(full_history: Any, lim: dict) -> list[dict[str, Any]]:
+    """How LIM from the first k epochs of FULL agrees with full LIM, for every k: rows of
+    ``epochs``, ``cost_fraction``, ``spearman`` and ``jaccard`` (as many prompts kept as LIM).
+    What tells whether a longer prefix would have reached the goals, and at what cost."""
+    import limr.selectors  # noqa: F401
+    from limr.compare import compare_scores, jaccard
+    from limr.registry import SELECTORS
+
+    ref, kept = read_scores_file(lim["scores"])
+    size = max(1, len(kept))
+    rows = []
+    for k in range(1, int(full_history.n.shape[1]) + 1):
+        sel = SELECTORS.build("lim_prefix", epochs=k, size=size).select(full_history)
+        scores = {i: float(v) for i, v in zip(sel.ids, sel.scores.tolist()) if v == v}
+        r = compare_scores(ref, scores, [size])
+        rows.append({
+            "epochs": k,
+            "cost_fraction": sel.info["cost_fraction"],
+            "spearman": r.spearman,
+            "jaccard": jaccard(kept, set(sel.kept_ids)),
+        })  # fmt: skip
+    return rows
+
+
+def _prefix_lines(root: Path, selections: dict, seeds: list[int]) -> list[str]:
+    """The markdown table of :func:`prefix_agreement`, mean over the seeds."""
+    from limr.history import RewardHistory
+
+    per_seed = []
+    for s in seeds:
+        path = Path(root) / "arms" / f"full-s{s}" / "history"
+        if "lim" not in selections.get(str(s), {}) or not path.exists():
+            continue
+        per_seed.append(prefix_agreement(RewardHistory.load(path), selections[str(s)]["lim"]))
+    if not per_seed:
+        return []
+    n = min(len(r) for r in per_seed)
+    lines = [
+        "LIM-prefix by its length (LIM from FULL's first k epochs against full LIM, as many "
+        "prompts kept as LIM; mean over the seeds):",
+        "",
+        "| epochs | rollouts (of FULL's) | Spearman vs LIM | overlap (Jaccard) vs LIM |",
+        "|---|---|---|---|",
+    ]
+    for k in range(n):
+        rows = [r[k] for r in per_seed]
+        lines.append(
+            f"| {rows[0]['epochs']} | {_pct(_mean([r['cost_fraction'] for r in rows]))} | "
+            f"{_num(_mean([r['spearman'] for r in rows]))} | "
+            f"{_num(_mean([r['jaccard'] for r in rows]))} |"
+        )
+    return [*lines, ""]
+
+
 def _mean(values: list[float | None]) -> float:
     vals = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(vals)) if vals else math.nan
@@ -349,4 +403,4 @@ def cheap_section(
             f"Closest to the goals: {labels.get(best[1], CHEAP_LABELS.get(best[1], best[1]))} "
             f"(its weakest agreement goal at {100 * min(best[0], 9.99):.0f}% of target).",
         ]
-    return lines + [""]
+    return [*lines, "", *_prefix_lines(root, selections, seeds)]

@@ -69,8 +69,8 @@ ARM_LABELS = {
 KNOWN_ARMS = ("full", *SUBSET_ARMS, "curriculum")
 N_STAGES = 6
 # Keys of the run's config.yaml that do not change any result: a run may be continued with
-# other values (e.g. more workers, or no progress bars).
-VOLATILE_KEYS = (("run", "workers"), ("trainer", "progress"))
+# other values (e.g. more workers, no progress bars, or its folder named by another path).
+VOLATILE_KEYS = (("run", "workers"), ("trainer", "progress"), ("run", "run_dir"))
 
 
 def arm_label(arm: str, cfg: LimrConfig) -> str:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from limr.cheap_study import agreement, cheap_section, read_scores_file
 
@@ -70,9 +71,30 @@ def test_cheap_section_table(tmp_path):
     lines = cheap_section(root, results, selections, ["lim", "rand", "lim_prefix"], [42], labels)
     row = next(x for x in lines if x.startswith("| LIM-prefix"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1:6] == ["25%", "0.80", "0.33", "0.50", "50.0"]  # top 2: {a, b} vs {a, c}
-    assert cells[6] == "+0.0 [+0.0, +0.0]"  # identical to LIM on every problem
-    assert cells[7].startswith("+50.0")
-    assert cells[8] == "3 of 4"  # cost, Spearman, CI within LIM's; overlap 0.33 < 0.7
+    # top 2: {a, b} vs {a, c}
+    assert cells[1:7] == ["25%", "0.80", "2 (2)", "0.33", "0.50", "50.0"]
+    assert cells[7] == "+0.0 [+0.0, +0.0]"  # identical to LIM on every problem
+    assert cells[8].startswith("+50.0")
+    assert cells[9] == "3 of 4"  # cost, Spearman, CI within LIM's; overlap 0.33 < 0.7
     assert any("Closest to the goals: LIM-prefix" in x for x in lines)
     assert cheap_section(root, results, selections, ["lim"], [42], labels) == []
+
+
+def test_prefix_agreement_reaches_one_at_the_whole_history(tmp_path):
+    import limr.selectors  # noqa: F401  (registers lim)
+    from limr.cheap_study import prefix_agreement
+    from limr.history import HistoryArrays
+    from limr.pipeline import _selection_entry
+    from limr.registry import SELECTORS
+
+    gen = torch.Generator().manual_seed(0)
+    n = torch.full((20, 4), 4)
+    correct = torch.randint(0, 5, (20, 4), generator=gen)
+    h = HistoryArrays(ids=[f"q{i}" for i in range(20)], n=n, n_correct=correct,
+                      reward_sum=correct.double())  # fmt: skip
+    lim = _selection_entry(tmp_path, "lim", 0, SELECTORS.build("lim", size=5).select(h))
+    rows = prefix_agreement(h, lim)
+    assert [r["epochs"] for r in rows] == [1, 2, 3, 4]
+    assert [r["cost_fraction"] for r in rows] == [0.25, 0.5, 0.75, 1.0]
+    assert rows[-1]["spearman"] == pytest.approx(1.0) and rows[-1]["jaccard"] == 1.0
+    assert rows[0]["spearman"] < 1.0
