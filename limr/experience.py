@@ -142,7 +142,8 @@ def make_experience(
     ref_lp = torch.cat(ref_logprobs) * mask if ref_logprobs else zeros
     old_values = torch.cat(values) * mask if values else zeros
 
-    kl = ppo_math.kl_penalty(old_lp, ref_lp, ppo.kl_estimator) * mask
+    # no reference policy (KL off): no KL, not the old log-probs' distance from zeros
+    kl = ppo_math.kl_penalty(old_lp, ref_lp, ppo.kl_estimator) * mask if ref_logprobs else zeros
     per_row = ppo_math.masked_mean(kl, mask, dim=-1)
     stats = {"kl": mean_over_processes(per_row.sum(), len(per_row), all_reduce)}
     token_r = zeros

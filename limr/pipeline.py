@@ -368,7 +368,8 @@ class Pipeline:
         from limr.models import resolve_model_path
 
         m = self.cfg.model
-        return resolve_model_path(m.name_or_path, tiny=as_dict(m.tiny))
+        # one string that loads on its own: a GGUF model's file path, with no gguf_file beside it
+        return resolve_model_path(m.name_or_path, gguf_file=m.gguf_file, tiny=as_dict(m.tiny))
 
     def arm_config(self, arm: str, seed: int, selections: dict | None = None) -> LimrConfig:
         cfg = copy.deepcopy(self.cfg)

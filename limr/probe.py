@@ -49,7 +49,9 @@ def load_checkpoint_policy(spec: str, cfg: Any) -> tuple[Any, Any]:
     if path.is_file() and path.suffix == ".ckpt":
         import torch
 
-        policy, tokenizer = load_policy(m.name_or_path, dtype=m.dtype, tiny=as_dict(m.tiny))
+        policy, tokenizer = load_policy(
+            m.name_or_path, dtype=m.dtype, gguf_file=m.gguf_file, tiny=as_dict(m.tiny)
+        )
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict):
@@ -65,7 +67,8 @@ def load_checkpoint_policy(spec: str, cfg: Any) -> tuple[Any, Any]:
             )
         return policy, tokenizer
     try:
-        return load_policy(spec, dtype=m.dtype, gguf_file=m.gguf_file, tiny=as_dict(m.tiny))
+        gguf_file = m.gguf_file if spec == m.name_or_path else None  # not a trained folder's
+        return load_policy(spec, dtype=m.dtype, gguf_file=gguf_file, tiny=as_dict(m.tiny))
     except FileNotFoundError as err:
         raise ProbeError(str(err)) from None
 

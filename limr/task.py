@@ -32,6 +32,10 @@ to order ("43 plus 8 minus 5" and "43 minus 5 plus 8") count as one (:func:`cano
 Train and test interleave the levels in random order, so that any ``max_prompts`` keeps them
 balanced (the first 5k prompts hold exactly k of each level).
 Every problem ends with :data:`INSTRUCTION`; the gold response is ``\\boxed{ANSWER}``.
+
+``load("sums", split)`` (``synthetic:sums``): the 81 one-digit sums "What is 3 plus 4?", in one
+seeded order, for a small pretrained chat model on a CPU (configs/smollm2_cpu.yaml); every split
+holds the same 81 (there are no more), level 1. A check of the machinery, not of generalisation.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ SEED = 2502_11886
 
 LEVELS = (1, 2, 3, 4, 5)
 SPLITS = ("train", "test", "warmup")
-TASKS = ("arith",)
+TASKS = ("arith", "sums")
 TEST_PER_LEVEL = 200
 TRAIN_PER_LEVEL = 300
 WARMUP_PER_LEVEL = 4000
@@ -168,7 +172,7 @@ def load(name: str, split: str) -> list[Prompt]:
     """The prompts of a synthetic task.
 
     Args:
-        name: the task; only ``arith``.
+        name: ``arith`` or ``sums``.
         split: ``train`` (1,500 prompts, the RL pool), ``test`` (1,000, held out) or ``warmup``
             (20,000, for the supervised warm-up of the tiny base model).
     Returns:
@@ -181,4 +185,21 @@ def load(name: str, split: str) -> list[Prompt]:
         raise ValueError(f"unknown synthetic task {name!r}; valid: {', '.join(TASKS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} of synthetic:{name}; valid: {', '.join(SPLITS)}")
+    if name == "sums":
+        return list(_sums())
     return list(_build(split))
+
+
+@cache
+def _sums() -> tuple[Prompt, ...]:
+    keys = [(a, 1, b) for a in range(1, 10) for b in range(1, 10)]
+    random.Random(SEED).shuffle(keys)
+    return tuple(
+        Prompt(
+            id=f"sums-{index:02d}",
+            problem=prompt_template(question_of(key)),
+            answer=str(answer_of(key)),
+            extra={"level": 1, "numbers": list(key[::2]), "question": question_of(key)},
+        )
+        for index, key in enumerate(keys)
+    )

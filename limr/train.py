@@ -34,7 +34,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from limr._quiet import quiet
 from limr.config import ConfigError, LimrConfig, as_dict, to_yaml
 from limr.history import RewardHistory
-from limr.models import ValueModel, load_policy, resolve_model_path
+from limr.models import ValueModel, check_saveable, load_policy, resolve_model_path
 from limr.module import PPOModule
 from limr.prompts import format_prompt, load_prompts
 from limr.registry import REWARDS, SELECTORS, import_plugins
@@ -197,8 +197,12 @@ def build_models(cfg: LimrConfig) -> tuple[torch.nn.Module, Any, Any, ValueModel
     ref_policy = copy.deepcopy(policy).eval() if needs_ref else None
     value_model = None
     if cfg.ppo.estimator == "gae":
-        base = resolve_model_path(m.critic_name_or_path or m.name_or_path, tiny=as_dict(m.tiny))
-        value_model = ValueModel.from_pretrained(base, dtype=m.dtype, gguf_file=m.gguf_file)
+        # model.gguf_file belongs to model.name_or_path, not to another critic
+        base = resolve_model_path(
+            m.critic_name_or_path or m.name_or_path, tiny=as_dict(m.tiny),
+            gguf_file=None if m.critic_name_or_path else m.gguf_file,
+        )  # fmt: skip
+        value_model = ValueModel.from_pretrained(base, dtype=m.dtype)
     if m.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
         if value_model is not None:
@@ -260,8 +264,13 @@ def train(
                                      rollout_batch_size=cfg.ppo.rollout_batch_size,
                                      **kwargs)  # fmt: skip
 
-    # 1. models: policy, frozen reference, value model
+    # 1. models: policy, frozen reference, value model; a policy that could not be saved at the
+    # end (e.g. still quantised) is refused now, before any compute
     policy, tokenizer, ref_policy, value_model = build_models(cfg)
+    try:
+        check_saveable(policy)
+    except ValueError as err:
+        raise ConfigError(f"model.name_or_path={cfg.model.name_or_path}: {err}") from None
 
     for sub in ("", CKPT_DIR):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)

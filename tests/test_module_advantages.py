@@ -70,3 +70,16 @@ def test_a_group_whose_samples_agree_gets_no_advantage_by_default(
 def test_value_based_estimators_still_whiten_by_default():
     assert whitens(PPOConfig(estimator="reinforce_pp"))
     assert not whitens(PPOConfig(estimator="grpo"))
+
+
+def test_without_a_reference_policy_the_logged_kl_is_zero(tiny_policy, tiny_tokenizer):
+    # the rollout's old log-probs are -1 per token: a "KL" against missing reference log-probs
+    # (zeros) would log their distance from 0, not a divergence
+    module = _module(tiny_policy, tiny_tokenizer, estimator="grpo")
+    assert module.models.ref_policy is None
+    _, stats = make_experience(
+        _rollout(), torch.tensor([1.0, 0.0, 1.0, 0.0]), torch.arange(4), module.models,
+        sampler=module.sampler_config, ppo=module.ppo_config, batching=module._batching(),
+        kl_coef=0.0, recompute=False,
+    )  # fmt: skip
+    assert float(stats["kl"]) == 0.0

@@ -139,3 +139,14 @@ def test_unknown_name_or_split_names_the_valid_ones():
 def test_load_prompts_synthetic():
     prompts = load_prompts("synthetic:arith", split="test", max_prompts=10)
     assert prompts == task.load("arith", "test")[:10]
+
+
+def test_sums_are_the_81_one_digit_sums_with_right_answers():
+    prompts = task.load("sums", split="train")
+    assert len(prompts) == 81 and len({p.id for p in prompts}) == 81
+    pairs = {tuple(p.extra["numbers"]) for p in prompts}
+    assert pairs == {(a, b) for a in range(1, 10) for b in range(1, 10)}
+    for p in prompts:
+        a, b = p.extra["numbers"]
+        assert p.answer == str(a + b) and p.problem.startswith(f"What is {a} plus {b}?")
+    assert [p.id for p in task.load("sums", split="test")] == [p.id for p in prompts]

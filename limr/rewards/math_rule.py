@@ -35,6 +35,8 @@ class MathRuleReward:
         repeat_min_length, repeat_min_count: a unit of this many characters repeated this many
             times in a row is badly formed (count 0 = off).
         max_response_chars: longer responses are badly formed without further checks.
+        unboxed: None (the paper: a response without a box is badly formed), or
+            ``"last_number"``: its last number is its answer (for models too small to box).
         timeout: seconds for the answer check of one response.
         workers: checker worker processes (None = ``$LIMR_VERIFY_WORKERS`` or half the CPUs).
 
@@ -55,6 +57,7 @@ class MathRuleReward:
         repeat_min_length: int = 5,
         repeat_min_count: int = 5,
         max_response_chars: int = 200_000,
+        unboxed: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         workers: int | None = None,
     ) -> None:
@@ -64,9 +67,12 @@ class MathRuleReward:
             Verdict.TIMEOUT: float(bad_format if timeout_reward is None else timeout_reward),
         }
         self.bad_format = float(bad_format)
+        if unboxed not in (None, "last_number"):
+            raise ValueError(f"unboxed: {unboxed!r} is not one of None, 'last_number'")
         self.rules = Rules(
             check_finished=check_finished,
             require_box=True,
+            unboxed=unboxed,
             max_boxes=max_boxes,
             max_non_math_fraction=max_non_math_fraction,
             repeat_min_length=repeat_min_length,

@@ -40,6 +40,10 @@ class Rules:
     """A response cut by the token limit fails."""
     require_box: bool = True
     """A response without a (closed) last ``\\boxed{}`` fails."""
+    unboxed: str | None = None
+    """Where the answer of a response without a box comes from: None (it has none: the paper),
+    or ``"last_number"``, the last number of the response (an integer, decimal or a/b fraction),
+    for models too small to write ``\\boxed{}`` (configs/smollm2_cpu.yaml)."""
     max_boxes: int | None = 4
     """More boxes than this fail (the paper: 5 or more); None = no limit."""
     max_non_math_fraction: float | None = 0.3
@@ -207,6 +211,8 @@ def format_check(response: str, finished: bool, rules: Rules) -> tuple[Outcome, 
     if rules.check_finished and not finished:
         return Outcome.UNFINISHED, None
     boxed = answer.extract_boxed(response)
+    if boxed is None and rules.unboxed == "last_number":
+        boxed = answer.last_number(response)
     if rules.require_box and boxed is None:
         return Outcome.NO_BOX, None
     if rules.max_boxes is not None and answer.count_boxes(response) > rules.max_boxes:

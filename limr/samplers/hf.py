@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from limr.models import eos_token_ids
 from limr.registry import register_sampler
 from limr.types import Rollout
 
@@ -119,10 +120,10 @@ class HFSampler:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.decoder = decoder
-        eos = model.generation_config.eos_token_id
-        if eos is None:
-            eos = tokenizer.eos_token_id
-        self.eos_ids = [eos] if isinstance(eos, int) else list(eos)
+        # every id that ends a response (generation_config.eos_token_id may be a list)
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        # the pad id may be an EOS id (SmolLM2: <|im_end|> is both): padding is told apart by
+        # position (what the decoder produced after a row ended), never by id
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         )
@@ -175,13 +176,14 @@ class HFSampler:
         )
         if stop:
             # A stop string ends the response without EOS: it is finished, and what the decoder
-            # wrote after it (padding, which need not be an EOS id) is not part of the response.
+            # wrote after it (padding) is not part of the response. That padding may be an EOS
+            # id (pad == EOS), which the mask above took for a real EOS: a row "finished" by EOS
+            # whose text holds a stop string before that EOS stopped at the string, and ends
+            # there (a real EOS ends the decoding at once, so no stop string can come before it).
             for i in range(len(texts)):
-                if finished[i]:
-                    continue
                 ids = response_ids[i][mask[i]].tolist()
                 end = stop_end(self.tokenizer, ids, stop)
-                if end is not None:
+                if end is not None and (not finished[i] or end < len(ids)):
                     mask[i, end:] = False
                     finished[i] = True
                     texts[i] = self.tokenizer.decode(ids[:end], skip_special_tokens=True)

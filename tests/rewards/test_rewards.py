@@ -206,3 +206,24 @@ def test_hedging_over_adjacent_boxes_is_not_rewarded():
     reward = REWARDS.build("correct")
     assert score(reward, "\\boxed{1} \\boxed{2} \\boxed{5}") == (0.0, False)
     assert score(reward, "$\\boxed{-2}$ and $\\boxed{1}$", gold="1, -2") == (1.0, True)
+
+
+def test_math_rule_unboxed_last_number_is_opt_in():
+    from limr.registry import REWARDS
+    from limr.rewards.answer import last_number
+
+    assert last_number("3 + 4 = 7.") == "7"
+    assert last_number("x2 and y3 are -1.5 or 3/4 units") == "3/4"
+    assert last_number("no digits here") is None
+    texts = ["3 + 4 = 7.", "The answer is 8", "So \\boxed{7}, not 9", "no number"]
+    finished = [True, True, True, True]
+    paper = REWARDS.build("math_rule")(texts, ["7"] * 4, finished, [{}] * 4)
+    assert paper.rewards.tolist() == [-1.0, -1.0, 1.0, -1.0]  # the paper: a box is required
+    lenient = REWARDS.build("math_rule", unboxed="last_number")(
+        texts, ["7"] * 4, finished, [{}] * 4
+    )
+    # the box wins over later numbers; without a box the last number is the answer
+    assert lenient.rewards.tolist() == [1.0, -0.5, 1.0, -1.0]
+    assert lenient.correct.tolist() == [True, False, True, False]
+    with pytest.raises(ValueError, match="unboxed"):
+        REWARDS.build("math_rule", unboxed="first_number")
