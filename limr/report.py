@@ -673,6 +673,8 @@ def plot_heldout(results: dict, arms: list[str], out: Path, labels: dict[str, st
     for i, m in enumerate(means):
         ax.text(i, m + 0.5, f"{m:.1f}", ha="center", va="bottom", fontsize=9)
     ax.set_ylabel(f"{bench} accuracy (%)")
+    # room for the labels above the bars, also when every arm scored 0 (no degenerate axis)
+    ax.set_ylim(0, max([1.0, *(m + e for m, e in zip(means, errs))]) * 1.15)
     spread = any(errs)
     ax.set_title("Held-out accuracy per arm" + (" (mean ± std over seeds)" if spread else ""))
     fig.tight_layout()
