@@ -8,7 +8,7 @@
 #                    update_weights (tests/samplers/test_vllm.py, needs vllm)
 #   vllm_train       limr train with sampler.name=vllm, 3 steps (tests/test_gpu_paths.py, vllm)
 #   deepspeed_zero2  3 bf16-mixed steps under ZeRO-2 (tests/test_gpu_paths.py, needs deepspeed)
-#   deepspeed_zero3  3 bf16-mixed steps under ZeRO-3 (tests/test_strategy.py, needs deepspeed)
+#   deepspeed_zero3  3 bf16-mixed steps under ZeRO-3 (tests/test_gpu_paths.py, needs deepspeed)
 #   bf16_true        3 steps with trainer.precision=bf16-true on the GPU (tests/test_gpu_paths.py)
 #   chunked_logprobs the chunked log-probs' CUDA peak memory far below the unchunked one, same
 #                    values and gradients (tests/test_gpu_paths.py)
@@ -122,8 +122,8 @@ node_of() {  # the pytest node id of a check (none for cli_train)
     case "$1" in
         vllm_sampler) echo tests/samplers/test_vllm.py::test_real_vllm_matches_hf_and_follows_updates ;;
         vllm_train) echo tests/test_gpu_paths.py::test_vllm_sampler_trains_on_gpu ;;
-        deepspeed_zero2) echo tests/test_gpu_paths.py::test_deepspeed_zero2_bf16_steps ;;
-        deepspeed_zero3) echo tests/test_strategy.py::test_deepspeed_zero3_bf16_steps ;;
+        deepspeed_zero2) echo 'tests/test_gpu_paths.py::test_deepspeed_bf16_steps[2]' ;;
+        deepspeed_zero3) echo 'tests/test_gpu_paths.py::test_deepspeed_bf16_steps[3]' ;;
         bf16_true) echo tests/test_gpu_paths.py::test_bf16_true_steps_on_gpu ;;
         chunked_logprobs) echo tests/test_gpu_paths.py::test_chunked_logprobs_use_less_cuda_memory ;;
     esac

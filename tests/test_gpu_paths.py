@@ -58,11 +58,14 @@ def assert_trained(model_dir: Path, run: Path, summary: dict, steps: int = 3) ->
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.skipif(not HAS_DEEPSPEED, reason="needs deepspeed (the gpu extra)")
-def test_deepspeed_zero2_bf16_steps(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_bf16_steps(tiny_model_dir, tmp_path, stage):
+    """ZeRO-2 and ZeRO-3: the saved policy is gathered whole (not ZeRO-3's empty partitions),
+    trained, and a checkpoint to resume from is written."""
     from limr.train import find_resume_checkpoint
 
-    summary, run = train_steps(tiny_model_dir, tmp_path, **{
-        "trainer.strategy": "deepspeed_stage_2", "trainer.precision": "bf16-mixed"})  # fmt: skip
+    settings = {"trainer.strategy": f"deepspeed_stage_{stage}", "trainer.precision": "bf16-mixed"}
+    summary, run = train_steps(tiny_model_dir, tmp_path, **settings)
     assert_trained(tiny_model_dir, run, summary)
     assert find_resume_checkpoint(run) is not None
 
