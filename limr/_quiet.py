@@ -20,7 +20,8 @@ Silenced (Lightning 2.6, torch 2.13, transformers 5):
   policy is in eval mode on purpose) and "The number of training batches (N) is smaller than the
   logging interval" (limr logs RL steps itself);
 - transformers' "Loading weights" and "Writing model shards" progress bars (Hugging Face Hub
-  download bars are left alone).
+  download bars are left alone), and its "Converting and de-quantizing GGUF tensors..." bar
+  (:func:`quiet_gguf`: a plain tqdm that transformers' hook does not see).
 """
 
 from __future__ import annotations
@@ -89,3 +90,23 @@ def _hide_progress_bars() -> None:
 
     hook._limr_quiet = True  # type: ignore[attr-defined]
     setter(hook)
+
+
+def quiet_gguf() -> None:
+    """Hide transformers' GGUF conversion bar (it calls ``tqdm`` from ``tqdm.auto`` directly, past
+    its own progress-bar hook): called before a GGUF file is loaded."""
+    if os.environ.get("LIMR_VERBOSE", "") not in ("", "0"):
+        return
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # the gguf path of this transformers is elsewhere: leave it
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None or getattr(bar, "_limr_quiet", False):
+        return
+
+    def silent(*args: Any, **kwargs: Any) -> Any:
+        return bar(*args, **{**kwargs, "disable": True})
+
+    silent._limr_quiet = True  # type: ignore[attr-defined]
+    gguf_utils.tqdm = silent

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from limr._quiet import quiet
+from limr._quiet import quiet, quiet_gguf
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BUILTIN_TINY = "builtin:tiny"
@@ -151,6 +151,7 @@ def _gguf_kwargs(gguf_file: str | None) -> dict[str, Any]:
     float tensor at load time, rather than kept in GGUF blocks, which would not train or save."""
     if not gguf_file:
         return {}
+    quiet_gguf()  # transformers' "Converting and de-quantizing GGUF tensors" bar
     kwargs: dict[str, Any] = {"gguf_file": gguf_file}
     try:
         from transformers import GgufConfig

@@ -377,10 +377,11 @@ class Pipeline:
         cfg.run.run_dir = str(self.arm_dir(arm, seed))
         cfg.curriculum.enabled = arm == "curriculum"
         if arm == "subsample":
-            cfg.data.subset = str(self._subsample_pool(seed))
+            pool = self._subsample_pool(seed)
+            cfg.data.subset = str(pool)
             cfg.data.max_prompts = None
             cfg.trainer.max_steps = subsample_steps(self.cfg)
-            fit_batch_to_subset(cfg, len(subsample_pool(self.cfg, seed)))
+            fit_batch_to_subset(cfg, len(pool.read_text(encoding="utf-8").splitlines()))
         if arm in SUBSET_ARMS:
             assert selections is not None
             sel = selections[arm]

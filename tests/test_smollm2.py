@@ -345,3 +345,18 @@ def test_two_rl_steps_save_reload_and_evaluate(smol, tmp_path):
     assert Path(base).is_dir()
     result = evaluate_model(cfg, str(final), seed=0)
     assert result["math500"]["n_problems"] == 2
+
+
+def test_the_gguf_conversion_bar_is_hidden(monkeypatch, capsys):
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from limr._quiet import quiet_gguf
+
+    monkeypatch.delenv("LIMR_VERBOSE", raising=False)
+    monkeypatch.setattr(gguf_utils, "tqdm", gguf_utils.tqdm)  # restored after the test
+    quiet_gguf()
+    quiet_gguf()  # idempotent: wrapped once
+    assert list(gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors...")) == [
+        0, 1, 2,
+    ]  # fmt: skip
+    assert "Converting" not in capsys.readouterr().err
