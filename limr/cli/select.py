@@ -243,8 +243,7 @@ def _report(args: argparse.Namespace, src: Source, r: dict[str, Any]) -> None:
     print(
         f"limr select: kept {len(r['kept'])} of {n_scored} scored prompts ({cut}); "
         f"selector {info.get('selector')}, metric {info.get('metric') or '-'}; "
-        f"source: {src.description} ({r['n_source']} prompts, "
-        f"{r['n_source'] - n_scored} unscored)"
+        f"source: {src.description} ({r['n_source']} prompts, {_unscored(r['n_source'], n_scored)})"
     )
     for line in (epochs_line(info), cost_line(info)):
         if line is not None:
@@ -411,3 +410,11 @@ def _plots(folder: Path, args: argparse.Namespace, src: Source, r: dict[str, Any
 
 def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
+
+
+def _unscored(n_source: int, n_scored: int) -> str:
+    """How the scored prompts relate to the source's: some unscored, or more scored (a selector
+    that predicts prompts the history does not hold, e.g. lim_subsample with a base history)."""
+    if n_scored > n_source:
+        return f"{n_scored - n_source} more predicted from outside it"
+    return f"{n_source - n_scored} unscored"

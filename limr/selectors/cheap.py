@@ -335,6 +335,7 @@ class LIMSubsample:
         trained = set(h.ids)
         used = rollouts(h) + sum(int(n_base[p]) for p in ids if p not in trained)
         info.update(rollouts_used=used, rollouts_total=None, cost_fraction=math.nan)
+        info["epochs"] = int(h.n.shape[1])  # the run's epochs scored, not the base history's
         rows = None
         if len(ids) != len(base.ids):
             index = {p: j for j, p in enumerate(base.ids)}

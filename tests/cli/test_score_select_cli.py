@@ -360,3 +360,22 @@ def test_score_and_select_print_a_cheap_estimators_cost(tmp_path, capsys):
     args = ["select", str(run), "--selector", "lim_prefix", "--selector-arg", "fraction=0.5"]
     assert main([*args, "--out", str(tmp_path / "kept.jsonl")]) == 0
     assert "rollouts used: 240 of 480 (50.0%); epochs 2 of 4" in capsys.readouterr().out
+
+
+def test_select_a_subsample_run_extended_by_a_base_probe(tmp_path, capsys):
+    run = _run_with_history(tmp_path)  # a run on q0..q29: 4 epochs
+    base = RewardHistory(tmp_path / "probe" / "history")  # the base over the pool q0..q39
+    ids = [f"q{i}" for i in range(40) for _ in range(4)]
+    gen = torch.Generator().manual_seed(1)
+    base.record(1, 0, ids, torch.rand(len(ids), generator=gen) < 0.4, torch.zeros(len(ids)))
+    base.commit(1)
+    out = tmp_path / "kept.jsonl"
+    args = ["select", str(run), "--selector", "lim_subsample", "--size", "5", "--out", str(out),
+            "--selector-arg", f"base_history={tmp_path / 'probe' / 'history'}"]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "kept 5 of 40 scored prompts" in text and "(30 prompts, 10 more predicted" in text
+    assert "whole epochs scored: 4 of 4" in text
+    # the run's 480 rollouts and the base probe's 4 for each of the 10 predicted prompts
+    assert "rollouts used: 520" in text
+    assert len(_lines(out)) == 5
