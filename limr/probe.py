@@ -211,7 +211,10 @@ def probe(
             _write_json(manifest_path, manifest)
             acc = float(torch.cat(correct).float().mean())
             line = f"limr probe: {spec}: {len(ids)} rollouts, accuracy {acc:.3f}"
-            bar.write(line) if progress else log(line)
+            if progress:
+                bar.write(line)  # above the bar
+            else:
+                log(line)
             del policy, sampler
     finally:
         bar.close()
