@@ -297,6 +297,14 @@ class EvalConfig:
     curve_max_problems: int | None = None
     """Problems of each benchmark in those evaluations during training (the held-out curve);
     None = as ``max_problems``. The final evaluation always uses ``max_problems``."""
+    unboxed: str | None = None
+    """Where the answer of a response without ``\\boxed{}`` comes from: None (it has none: the
+    benchmarks' protocol) or ``last_number`` (as ``reward.kwargs.unboxed``, for a model too small
+    to box; reported accuracies are then not the paper's protocol)."""
+
+    def __post_init__(self) -> None:
+        if self.unboxed not in (None, "last_number"):
+            raise ConfigError(f"eval.unboxed: {self.unboxed!r} is not one of null, last_number")
 
 
 @dataclass

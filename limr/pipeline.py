@@ -740,10 +740,13 @@ def evaluate_policy(
         )
 
     e = cfg.eval
+    from limr.registry import REWARDS
+
     return evaluate(
         sampler,
         [BENCHMARKS.build(name) for name in cfg.run.eval_benchmarks],
         format_prompt=fmt,
+        reward=REWARDS.build("correct", unboxed=e.unboxed),
         n_samples=e.n_samples,
         temperature=e.temperature,
         top_p=e.top_p,

@@ -35,7 +35,8 @@ Every problem ends with :data:`INSTRUCTION`; the gold response is ``\\boxed{ANSW
 
 ``load("sums", split)`` (``synthetic:sums``): the 81 one-digit sums "What is 3 plus 4?", in one
 seeded order, for a small pretrained chat model on a CPU (configs/smollm2_cpu.yaml); every split
-holds the same 81 (there are no more), level 1. A check of the machinery, not of generalisation.
+holds the same 81 (there are no more), level 1, the test split in reverse order: the first N test
+problems and the first M training prompts are disjoint while N + M <= 81.
 """
 
 from __future__ import annotations
@@ -185,8 +186,8 @@ def load(name: str, split: str) -> list[Prompt]:
         raise ValueError(f"unknown synthetic task {name!r}; valid: {', '.join(TASKS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} of synthetic:{name}; valid: {', '.join(SPLITS)}")
-    if name == "sums":
-        return list(_sums())
+    if name == "sums":  # the test split in reverse: its first problems are a pool's last ones
+        return list(_sums()) if split != "test" else list(reversed(_sums()))
     return list(_build(split))
 
 

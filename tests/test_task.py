@@ -149,4 +149,6 @@ def test_sums_are_the_81_one_digit_sums_with_right_answers():
     for p in prompts:
         a, b = p.extra["numbers"]
         assert p.answer == str(a + b) and p.problem.startswith(f"What is {a} plus {b}?")
-    assert [p.id for p in task.load("sums", split="test")] == [p.id for p in prompts]
+    test = task.load("sums", split="test")  # the same 81, reversed: a train head is not a test head
+    assert [p.id for p in test] == [p.id for p in reversed(prompts)]
+    assert not {p.id for p in test[:16]} & {p.id for p in prompts[:8]}

@@ -33,3 +33,29 @@ def arith(
         top_p=top_p,
         max_new_tokens=max_new_tokens,
     )
+
+
+def _load_sums() -> list[Prompt]:
+    from limr import task
+
+    return task.load("sums", split="test")
+
+
+@register_benchmark("sums")
+def sums(
+    *,
+    n_samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 32,
+) -> Benchmark:
+    """The 81 one-digit sums of ``synthetic:sums`` (a small chat model's check, not held out from
+    a ``synthetic:sums`` training pool: there are no other sums)."""
+    return Benchmark(
+        name="sums",
+        loader=_load_sums,
+        n_samples=n_samples,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+    )

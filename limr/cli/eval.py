@@ -75,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("no benchmarks: give --benchmarks or eval.benchmarks")
     # names, data and reward are checked before the model is loaded
     benchmarks = build_benchmarks(specs)
-    reward = build_reward(args.reward, {})
+    reward = build_reward(args.reward, {"unboxed": cfg.eval.unboxed} if cfg.eval.unboxed else {})
     template = args.template or cfg.data.template
 
     from limr.models import load_policy

@@ -7,6 +7,7 @@ matters. A check that runs out of its time budget scores 0.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -24,6 +25,8 @@ class CorrectReward:
 
     Args:
         correct, wrong: the two reward values.
+        unboxed: None (no box, no answer) or ``"last_number"``: a response without a box is
+            answered by its last number (:class:`limr.rewards.rules.Rules`).
         timeout: seconds for the answer check of one response.
         workers: checker worker processes (None = ``$LIMR_VERIFY_WORKERS`` or half the CPUs).
     """
@@ -33,10 +36,14 @@ class CorrectReward:
         *,
         correct: float = 1.0,
         wrong: float = 0.0,
+        unboxed: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         workers: int | None = None,
     ) -> None:
         self.correct, self.wrong = float(correct), float(wrong)
+        if unboxed not in (None, "last_number"):
+            raise ValueError(f"unboxed: {unboxed!r} is not one of None, 'last_number'")
+        self.rules = replace(NO_RULES, unboxed=unboxed)
         self.timeout = timeout
         self.workers = workers  # started on first need: integer answers never need one
 
@@ -50,7 +57,7 @@ class CorrectReward:
         if len(extras) != len(responses):
             raise ValueError(f"{len(responses)} responses but {len(extras)} extras")
         results = parallel.score_batch(
-            responses, answers, finished, NO_RULES, self.timeout, self.workers
+            responses, answers, finished, self.rules, self.timeout, self.workers
         )
         correct = [verdict is Verdict.CORRECT for _, verdict in results]
         return Scores(

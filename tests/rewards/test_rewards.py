@@ -227,3 +227,18 @@ def test_math_rule_unboxed_last_number_is_opt_in():
     assert lenient.correct.tolist() == [True, False, True, False]
     with pytest.raises(ValueError, match="unboxed"):
         REWARDS.build("math_rule", unboxed="first_number")
+
+
+def test_correct_reward_and_eval_config_take_unboxed():
+    from limr.config import ConfigError, load_config
+    from limr.registry import REWARDS
+
+    texts = ["3 + 4 = 7", "\\boxed{7} or 8", "nothing"]
+    assert REWARDS.build("correct")(texts, ["7"] * 3, [True] * 3, [{}] * 3).correct.tolist() == [
+        False, True, False,
+    ]  # fmt: skip
+    lenient = REWARDS.build("correct", unboxed="last_number")
+    assert lenient(texts, ["7"] * 3, [True] * 3, [{}] * 3).correct.tolist() == [True, True, False]
+    assert load_config(None, ["eval.unboxed=last_number"]).eval.unboxed == "last_number"
+    with pytest.raises(ConfigError, match="eval.unboxed"):
+        load_config(None, ["eval.unboxed=first"])
