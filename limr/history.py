@@ -155,8 +155,8 @@ def _head(h: Any, epochs: int) -> HistoryArrays:
 
 
 def score_record(id_key: str, pid: str, score: float) -> dict[str, Any]:
-    """One line of a scores file, as :func:`limr.selectors.curves.score_record` writes it (this
-    twin needs no torch): a finite score as a number; -inf, inf and NaN (which JSON cannot
+    """One line of a scores file (here, with no torch to import, for ``limr score`` and the
+    selectors alike): a finite score as a number; -inf, inf and NaN (which JSON cannot
     hold) as ``"score": null`` with ``"nonfinite": "-inf" | "inf" | "nan"``."""
     score = float(score)
     if math.isfinite(score):

@@ -282,7 +282,8 @@ def eos_token_ids(model: nn.Module, tokenizer: Any) -> list[int]:
     the tokenizer's EOS too (a chat model's end-of-turn token, e.g. ``<|im_end|>``, may be only
     in one of them). Order kept, no duplicates."""
     ids: list[int] = []
-    for eos in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+    config = getattr(model, "generation_config", None)  # None: not a transformers model
+    for eos in (getattr(config, "eos_token_id", None), tokenizer.eos_token_id):
         if eos is None:
             continue
         for e in [eos] if isinstance(eos, int) else list(eos):

@@ -385,8 +385,9 @@ class PPOModule(L.LightningModule):
         The ``hf`` sampler runs the policy module itself, but its one-token-at-a-time decode over
         a KV cache is not the training forward: in float32 the two agree to rounding, so ``auto``
         reuses the sampler's log-probs; in bf16 or fp16 (the parameters, or a mixed precision's
-        autocast) they differ visibly, and the ratio would not be 1 nor the KL to the reference 0
-        before any update, so ``auto`` recomputes them. A sampler with its own copy and numerics
+        autocast) they can differ visibly (how much depends on the model and library versions),
+        and the ratio would not be 1 nor the KL to the reference 0 before any update, so ``auto``
+        recomputes them. A sampler with its own copy and numerics
         (``vllm``) is recomputed too, as OpenRLHF does, unless ``old_logprobs == "sampler"``.
         """
         mode = self.ppo_config.old_logprobs

@@ -163,7 +163,8 @@ def execute_job(cfg: LimrConfig, name: str, base_path: str | None) -> dict:
 
 def _priority(job: Job, index: int) -> tuple[int, int]:
     # what the selections wait for first: FULL, the cheap-LIM study's subsample run and probe
-    if job.arm in ("full", "subsample", "probe"):
+    # (not their evaluations: those come after every training job, as the others' do)
+    if job.kind != "eval" and job.arm in ("full", "subsample", "probe"):
         return (0, index)
     if job.kind == "train":
         return (1, index)

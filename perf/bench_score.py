@@ -303,30 +303,43 @@ def write_logs(folder: Path, prompts: int, steps_per_epoch: int, epochs: int, sa
     return write_format("openrlhf", Path(folder), args)
 
 
+def run_once(cmd: list[str], env: dict) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MB) of one ``python -m MODULE ...`` or ``python
+    FILE ...`` (``cmd`` without the interpreter). The peak is read by the child itself (VmHWM:
+    a parent's rusage would count the memory the child had at fork); CPU = the child's user +
+    system time, which other load on the machine does not inflate the way it does the wall."""
+    t = time.perf_counter()
+    mode = ["-m", cmd[1], *cmd[2:]] if cmd[0] == "-m" else ["-f", *cmd]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PEAK, *mode], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t
+    tail = err.strip().splitlines()
+    if proc.returncode != 0 or not tail or not tail[-1].startswith("PEAK_KB"):
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{err}")
+    return wall, usage.ru_utime + usage.ru_stime, int(tail[-1].split()[1]) / 1024
+
+
 def run_measured(cmd: list[str], env: dict, repeat: int) -> tuple[float, float, float]:
-    """(median wall seconds, median CPU seconds, largest peak RSS in MB) of ``python -m MODULE
-    ...`` or ``python FILE ...`` (``cmd`` without the interpreter) run ``repeat`` times. The
-    peak is read by the child itself (VmHWM: a parent's rusage would count the memory the child
-    had at fork); CPU = the child's user + system time, which other load on the machine does not
-    inflate the way it does the wall time."""
-    walls, cpus, peaks = [], [], []
+    """(median wall, median CPU, largest peak) of ``repeat`` runs of ``cmd`` (:func:`run_once`)."""
+    runs = [run_once(cmd, env) for _ in range(repeat)]
+    return (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
+            max(r[2] for r in runs))  # fmt: skip
+
+
+def run_rounds(cmds: dict[str, list[str]], env: dict, repeat: int) -> dict[str, list[tuple]]:
+    """Every command once per round, ``repeat`` rounds: a machine whose speed drifts (a shared
+    host) then slows the released algorithm and limr's readers alike, and the ratio of two
+    runs of one round compares like with like."""
+    out: dict[str, list[tuple]] = {name: [] for name in cmds}
     for _ in range(repeat):
-        t = time.perf_counter()
-        mode = ["-m", cmd[1], *cmd[2:]] if cmd[0] == "-m" else ["-f", *cmd]
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _PEAK, *mode], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        err = proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        walls.append(time.perf_counter() - t)
-        cpus.append(usage.ru_utime + usage.ru_stime)
-        tail = err.strip().splitlines()
-        if proc.returncode != 0 or not tail or not tail[-1].startswith("PEAK_KB"):
-            raise SystemExit(f"failed: {' '.join(cmd)}\n{err}")
-        peaks.append(int(tail[-1].split()[1]) / 1024)
-    return statistics.median(walls), statistics.median(cpus), max(peaks)
+        for name, cmd in cmds.items():
+            out[name].append(run_once(cmd, env))
+    return out
 
 
 def _scores(path: Path) -> dict[str, float]:
@@ -344,11 +357,18 @@ def bench_logs(args: argparse.Namespace) -> bool:
         f"== `limr score` on rollout logs of every format, the released run's size: "
         f"{args.log_prompts:,} prompts x {epochs} epochs x {args.samples} samples "
         f"({rollouts:,} rollouts, {spe} steps an epoch, {args.response_chars}-char responses); "
-        f"wall = median of {args.log_repeat} runs, start-up included; peak = the process's "
+        f"{args.log_repeat} rounds, each running every reader once; wall = median, start-up "
+        f"included; wall/released = median over the rounds (range: lowest-highest); peak = the "
+        f"process's "
         f"max RSS ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})"
     )
     root = Path(tempfile.mkdtemp(prefix="limr_bench_logs_"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # limr's bytecode, as an installed package has it (pip compiles a wheel's modules when it
+    # installs them; into limr/**/__pycache__, ignored by git): with PYTHONDONTWRITEBYTECODE set
+    # every timed process would compile limr from source (~60 ms here). The released algorithm
+    # is one script importing only the standard library, compiled already.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "limr")], check=True)
     ok = True
     try:
         folders = {}
@@ -366,26 +386,38 @@ def bench_logs(args: argparse.Namespace) -> bool:
         released_out = root / "released.jsonl"
         script = root / "released_lim.py"
         script.write_text(_RELEASED)
-        base_wall, base_cpu, base_peak = run_measured(
-            [str(script), str(folders["openrlhf"]), str(spe), str(epochs), str(released_out)],
-            env, args.log_repeat,
-        )  # fmt: skip
-        released = _scores(released_out)
         idle = root / "idle.py"
         idle.write_text("import limr.cli.score, limr.importers, pyarrow.json\n")
-        idle_wall, idle_cpu, idle_peak = run_measured([str(idle)], env, args.log_repeat)
+        cmds = {
+            "released": [str(script), str(folders["openrlhf"]), str(spe), str(epochs),
+                         str(released_out)],
+            "idle": [str(idle)],
+        }  # fmt: skip
+        for fmt in args.formats:
+            cmds[fmt] = ["-m", "limr", "score", str(folders[fmt]), "--format", fmt,
+                         "--steps-per-epoch", str(spe), "--max-epochs", str(epochs),
+                         "--out", str(root / f"{fmt}.jsonl")]  # fmt: skip
+        runs = run_rounds(cmds, env, args.log_repeat)
+        released = _scores(released_out)
+
+        def summary(name: str) -> tuple[float, float, float]:
+            r = runs[name]
+            return (statistics.median(x[0] for x in r), statistics.median(x[1] for x in r),
+                    max(x[2] for x in r))  # fmt: skip
+
+        base_wall, base_cpu, base_peak = summary("released")
+        idle_wall, idle_cpu, idle_peak = summary("idle")
         print(f"   {'reader':<30}{'wall s':>7}{'cpu s':>7}{'peak MB':>8}{'wall/released':>15}"
-              "  scores")  # fmt: skip
+              f"{'range':>13}  scores")  # fmt: skip
         print(f"   {'released algorithm (json)':<30}{base_wall:>7.2f}{base_cpu:>7.2f}"
-              f"{base_peak:>8.0f}{'1.00x':>15}  {len(released):,} prompts")  # fmt: skip
+              f"{base_peak:>8.0f}{'1.00x':>15}{'':>13}  {len(released):,} prompts")  # fmt: skip
         print(f"   {'(limr start-up alone)':<30}{idle_wall:>7.2f}{idle_cpu:>7.2f}{idle_peak:>8.0f}")
         for fmt in args.formats:
-            out = root / f"{fmt}.jsonl"
-            cmd = ["-m", "limr", "score", str(folders[fmt]), "--format", fmt,
-                   "--steps-per-epoch", str(spe), "--max-epochs", str(epochs),
-                   "--out", str(out)]  # fmt: skip
-            wall, cpu, peak = run_measured(cmd, env, args.log_repeat)
-            got = _scores(out)
+            wall, cpu, peak = summary(fmt)
+            # the ratio of each round's two runs; the verdict is their median
+            ratios = sorted(a[0] / b[0] for a, b in zip(runs[fmt], runs["released"]))
+            ratio = statistics.median(ratios)
+            got = _scores(root / f"{fmt}.jsonl")
             if fmt in ("openrlhf", "verl", "nemo-rl"):  # keyed by prompt text
                 keys = {k.strip() for k in released}
                 same = set(map(str.strip, got)) == keys or len(got) == len(released)
@@ -395,11 +427,12 @@ def bench_logs(args: argparse.Namespace) -> bool:
             if fmt == "openrlhf":
                 d = max(abs(got[k] - released[k]) for k in released)
                 diff = f", max |diff| {d:.1e}"
-            good = wall <= 0.5 * base_wall
+            good = ratio <= 0.5
             ok &= good
+            spread = f"{ratios[0]:.2f}-{ratios[-1]:.2f}"
             print(
                 f"   {'limr score --format ' + fmt:<30}{wall:>7.2f}{cpu:>7.2f}{peak:>8.0f}"
-                f"{wall / base_wall:>14.2f}x  {len(got):,} prompts"
+                f"{ratio:>14.2f}x{spread:>13}  {len(got):,} prompts"
                 f"{'' if same else ' (DIFFERENT SET)'}{diff}  {'PASS' if good else 'FAIL'} <= 0.5x"
             )
         if args.scale > 1:

@@ -545,9 +545,14 @@ def test_torch_free_lim_gives_the_selectors_scores(seed):
     assert lim_scores(perfect)[1].tolist() == [1.0, 1.0]
 
 
-def test_score_record_twin_writes_what_the_selectors_write():
-    from limr.history import score_record
-    from limr.selectors.curves import score_record as torch_side
+def test_score_record_writes_nonfinite_scores_as_json_can_hold_them():
+    import json
 
-    for value in (0.25, -float("inf"), float("inf"), float("nan"), 1):
-        assert score_record("id", "a", value) == torch_side("id", "a", value)
+    from limr.history import score_record
+
+    assert score_record("id", "a", 0.25) == {"id": "a", "score": 0.25}
+    assert score_record("prompt", "p", 1) == {"prompt": "p", "score": 1.0}
+    for value, name in ((-float("inf"), "-inf"), (float("inf"), "inf"), (float("nan"), "nan")):
+        rec = score_record("id", "a", value)
+        assert rec == {"id": "a", "score": None, "nonfinite": name}
+        assert json.loads(json.dumps(rec, allow_nan=False)) == rec

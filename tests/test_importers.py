@@ -464,13 +464,17 @@ def test_history_import_writes_a_limr_history_every_command_reads(tmp_path, caps
     assert "6 prompts, 3 epochs, 72 rollouts" in capsys.readouterr().out
 
 
-def test_limr_score_imports_no_torch(tmp_path):
-    write_openrlhf(tmp_path / "logs", _run())
+@pytest.mark.parametrize("writer", [write_openrlhf, write_trl])
+def test_limr_score_imports_no_torch(tmp_path, writer):
+    """Start-up is part of the measured time: no torch, Lightning or pandas, and no
+    pyarrow.dataset (~0.5 s to import; pq.read_table would bring it in for TRL's parquet)."""
+    writer(tmp_path / "logs", _run())
     code = (
         "import sys\nfrom limr.cli import main\n"
         f"rc = main(['score', {str(tmp_path / 'logs')!r}, '--steps-per-epoch', '2', '--out', "
         f"{str(tmp_path / 's.jsonl')!r}])\n"
-        "print(rc, sorted(m for m in ('torch', 'lightning', 'pandas') if m in sys.modules))"
+        "print(rc, sorted(m for m in ('torch', 'lightning', 'pandas', 'pyarrow.dataset') "
+        "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          check=True)  # fmt: skip

@@ -265,3 +265,20 @@ def test_job_lock_refuses_a_second_holder(tmp_path):
         holder.wait()
     with job_lock(lock, wait=False):  # free again once its holder is gone
         pass
+
+
+def test_workers_take_training_jobs_before_any_evaluation(tmp_path):
+    """The dispatch order: FULL, the subsample run and the probe first (the selections wait
+    for them), then every other training job, then the evaluations, FULL's included (an
+    evaluation of FULL taken first kept a resumed arm waiting behind a failed one)."""
+    from limr.runner import _Scheduler
+
+    cfg = _cfg(tmp_path / "run", "run.arms=[full,lim,curriculum,lim_subsample,lim_probe]")
+    pipe = Pipeline(cfg, log=lambda _line: None)
+    order = [j for j in _Scheduler(pipe, pipe.plan(), 2, None, execute_job).order
+             if not j.in_parent]  # fmt: skip
+    kinds = [j.kind for j in order]
+    first_eval = kinds.index("eval")
+    assert set(kinds[:first_eval]) == {"train", "probe"} and set(kinds[first_eval:]) == {"eval"}
+    assert [j.name for j in order[:3]] == ["full-s0", "subsample-s0", "probe-s0"]
+    assert {j.name for j in order[first_eval:]} >= {"eval-base", "eval-full-s0", "eval-lim-s0"}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -518,7 +517,10 @@ def read_json_rows(path: Path, schema: Any, array: bool = False, data: bytes | N
     Raises pyarrow's ArrowInvalid on bad input; callers then run :func:`careful_json_rows` for
     FILE:LINE messages. ``data``: the file's bytes, when the caller has read them already.
     """
-    pa, pc, pj = _arrow()
+    import pyarrow as pa
+    import pyarrow.json as pj  # not pyarrow.compute (~60 ms to import): another thread
+    # imports it while this one parses, which releases the GIL
+
     if data is None:
         data = path.read_bytes()
     if array:
@@ -534,6 +536,8 @@ def read_json_rows(path: Path, schema: Any, array: bool = False, data: bytes | N
         del data
         if table.num_rows != 1:
             raise pa.ArrowInvalid("expected one JSON list")
+        import pyarrow.compute as pc
+
         rows = pc.list_flatten(table.column("rows"))
         return pa.Table.from_struct_array(rows) if len(rows) else schema.empty_table()
     opts = pj.ParseOptions(
@@ -711,7 +715,3 @@ def steps_from_names(paths: Iterable[Path], pattern: re.Pattern[str]) -> list[tu
 
 def is_finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def cpu_workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))

@@ -101,7 +101,6 @@ def reward_names(data: bytes, lines: int = 5) -> list[str] | None:
 
 def read_file(step: int, path: Path, opts: ImportOptions) -> list[RolloutBatch]:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     key_name = opts.id_field or "key"
     data = path.read_bytes()
@@ -120,6 +119,8 @@ def read_file(step: int, path: Path, opts: ImportOptions) -> list[RolloutBatch]:
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return [_careful(step, path, opts)]
     del data
+    import pyarrow.compute as pc  # after the parse (see read_json_rows)
+
     keys = pc.struct_field(table.column("task").combine_chunks(), key_name)
     if keys.null_count or trace is None:
         return [_careful(step, path, opts)]

@@ -9,7 +9,8 @@ prepacked GEMM weights); vLLM releases without it get ``model.load_weights`` ins
 
 Semantics kept equal to ``hf`` (tests/samplers/test_vllm.py checks them with a stand-in engine,
 perf/check_vllm_cpu.py with a real one):
-    - responses keep their EOS token (vLLM lists it in ``token_ids``), masked in;
+    - responses keep their EOS token (vLLM lists it in ``token_ids``), masked in; every EOS id
+      of the model and tokenizer ends a response (``stop_token_ids``), as in ``hf``;
     - a stop string stays in the text (``include_stop_str_in_output``) and finishes the response;
     - log-probs are after temperature (``logprobs_mode="processed_logprobs"``; with top_p < 1
       they are over the nucleus vLLM sampled from, where ``hf`` reports the full softmax).
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from limr.models import eos_token_ids
 from limr.registry import register_sampler
 from limr.types import Rollout
 
@@ -89,6 +91,10 @@ class VLLMSampler:
         self.model = model
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id
+        # every id that ends a response, as the hf sampler stops on: vLLM stops on the EOS of
+        # the model folder's generation config; a chat model's end-of-turn token may be only the
+        # tokenizer's (stop_token_ids stop too, and stay in token_ids, like EOS)
+        self.eos_ids = eos_token_ids(model, tokenizer)
         if engine is None:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             try:
@@ -141,6 +147,7 @@ class VLLMSampler:
             max_tokens=max_new_tokens,
             stop=list(stop) or None,
             include_stop_str_in_output=True,
+            stop_token_ids=list(self.eos_ids),
             logprobs=0,
             seed=seed,
         )

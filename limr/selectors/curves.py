@@ -13,14 +13,13 @@ scores every recorded epoch instead.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from limr.history import whole_epochs
+from limr.history import score_record, whole_epochs  # noqa: F401  (score_record: re-exported)
 from limr.types import HistoryLike, Selection
 
 METRICS = ("accuracy", "reward")
@@ -401,12 +400,3 @@ def make_selection(
         threshold=None if size is not None else threshold,
         info=info,
     )
-
-
-def score_record(id_key: str, pid: str, score: float) -> dict[str, Any]:
-    """One line of a scores file: a finite score as a number; -inf, inf and NaN (which JSON
-    cannot hold) as ``"score": null`` with ``"nonfinite": "-inf" | "inf" | "nan"``."""
-    score = float(score)
-    if math.isfinite(score):
-        return {id_key: pid, "score": score}
-    return {id_key: pid, "score": None, "nonfinite": str(score)}

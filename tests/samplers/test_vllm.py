@@ -58,8 +58,8 @@ class FakeLLM:
             ids.append(tok)
             lps.append({tok: SimpleNamespace(logprob=float(logp[tok]), rank=1, decoded_token="")})
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            if tok == self.eos:
-                reason = "stop"
+            if tok == self.eos or tok in (params.get("stop_token_ids") or ()):
+                reason = "stop"  # EOS or a stop token id: kept in token_ids
                 break
             hits = [text.find(s) + len(s) for s in params["stop"] or [] if s in text]
             if hits:  # include_stop_str_in_output: the text ends right after the stop string
@@ -133,6 +133,31 @@ def test_sampled_logprobs_are_after_temperature_and_zero_on_padding(pair, tiny_p
     p = engine.params[-1]
     assert p["logprobs"] == 0 and p["include_stop_str_in_output"] is True
     assert (p["n"], p["temperature"], p["max_tokens"], p["seed"]) == (3, 0.7, 5, 1)
+    assert p["stop_token_ids"] == vs.eos_ids == [vs.tokenizer.eos_token_id]
+
+
+def test_every_eos_id_ends_a_response_as_in_hf(tiny_policy, tiny_tokenizer):
+    """A second end token only in the generation config (a chat model's end of turn): both
+    samplers stop on it, keep it, and count the response finished."""
+    import copy
+
+    policy = copy.deepcopy(tiny_policy)
+    greedy = HFSampler(policy, tiny_tokenizer).generate(PROMPTS, n=1, temperature=0,
+                                                        max_new_tokens=6)  # fmt: skip
+    first = int(greedy.response_ids[0, 0])  # what the first prompt's answer starts with
+    assert first != tiny_tokenizer.eos_token_id
+    policy.generation_config.eos_token_id = [tiny_tokenizer.eos_token_id, first]
+    engine = FakeLLM(policy, tiny_tokenizer)
+    vs = SAMPLERS.build("vllm", model=policy, tokenizer=tiny_tokenizer, engine=engine)
+    hs = HFSampler(policy, tiny_tokenizer)
+    a = vs.generate(PROMPTS, n=1, temperature=0, max_new_tokens=6)
+    b = hs.generate(PROMPTS, n=1, temperature=0, max_new_tokens=6)
+    assert engine.params[-1]["stop_token_ids"] == [tiny_tokenizer.eos_token_id, first]
+    assert a.response_ids[0, 0] == first and a.response_mask[0].sum() == 1 and a.finished[0]
+    T = a.response_ids.shape[1]
+    for name in ("response_mask", "finished"):
+        assert torch.equal(getattr(a, name), getattr(b, name)[:, :T] if name != "finished"
+                           else getattr(b, name)), name  # fmt: skip
 
 
 def test_parses_vllm_outputs_exactly(tiny_tokenizer):
