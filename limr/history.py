@@ -702,8 +702,13 @@ class RewardHistory:
         reward_sum: Any,
         length_sum: Any = None,
         step: int = 0,
+        complete: Sequence[bool | None] | None = None,
     ) -> RewardHistory:
-        """A memory-only history from [I, E] arrays (all cells count as recorded at ``step``)."""
+        """A memory-only history from [I, E] arrays (all cells count as recorded at ``step``).
+
+        ``complete``: per epoch, whether it is whole (None: unknown, the heuristics of
+        :meth:`epoch_complete` apply), kept as the epoch's step count: the one recorded step,
+        or one more than recorded for an epoch that is not whole (saved with the history)."""
         n_np = np.asarray(_np(n), dtype=np.int64)
         nc_np = np.asarray(_np(n_correct), dtype=np.int64)
         rs_np = np.asarray(_np(reward_sum), dtype=np.float64)
@@ -715,8 +720,13 @@ class RewardHistory:
         h._index = {pid: j for j, pid in enumerate(h._ids)}
         if len(h._index) != len(h._ids):
             raise HistoryError("from_arrays: duplicate ids")
+        if complete is not None and len(complete) != n_np.shape[1]:
+            raise HistoryError(
+                f"from_arrays: complete has {len(complete)} entries for {n_np.shape[1]} epochs"
+            )
         for e in range(n_np.shape[1]):
             rows = np.flatnonzero(n_np[:, e] > 0)
+            whole = None if complete is None else complete[e]
             if len(rows):
                 h._add_block(
                     step,
@@ -726,6 +736,7 @@ class RewardHistory:
                     nc_np[rows, e],
                     rs_np[rows, e],
                     None if ls_np is None else ls_np[rows, e],
+                    None if whole is None else (1 if whole else 2),
                 )
         # The dense arrays are already known: cache them (no densify on first use).
         h._dense_np = {
@@ -893,7 +904,10 @@ class RewardHistory:
 
 
 def iter_cells(history: Any) -> Iterator[dict[str, Any]]:
-    """One dict per (prompt, epoch) cell with rollouts, prompt by prompt (for export)."""
+    """One dict per (prompt, epoch) cell with rollouts, prompt by prompt (for export); with
+    ``"epoch_complete"`` where the history can tell whether the cell's epoch is whole (so that
+    the export, read back, scores the same whole epochs)."""
+    whole = [epoch_complete(history, e) for e in range(_np(history.n).shape[1])]
     if isinstance(history, RewardHistory):
         history = history.numpy_arrays()
     n = _np(history.n)
@@ -912,6 +926,8 @@ def iter_cells(history: Any) -> Iterator[dict[str, Any]]:
             }
             if ls is not None:
                 cell["length_sum"] = float(ls[i, e])
+            if whole[e] is not None:
+                cell["epoch_complete"] = bool(whole[e])
             yield cell
 
 

@@ -66,7 +66,8 @@ def test_record_accumulates_counts_per_prompt_and_epoch():
     assert h.epoch_mean_reward(0) == pytest.approx(-0.5 / 3)
     assert h.head(1).n.tolist() == [[2], [1]]
     cells = list(iter_cells(h))
-    assert cells[0] == {"id": "a", "epoch": 0, "n": 2, "n_correct": 1, "reward_sum": 0.5}
+    assert cells[0] == {"id": "a", "epoch": 0, "n": 2, "n_correct": 1, "reward_sum": 0.5,
+                        "epoch_complete": True}  # fmt: skip
     assert len(cells) == 3
 
 

@@ -2,7 +2,8 @@
 limr history made from another framework's rollout logs.
 
 ``export --out FILE.jsonl`` writes one line per (prompt, epoch) with rollouts: ``{"id", "epoch",
-"n", "n_correct", "reward_sum"}`` (plus ``"length_sum"`` when lengths were recorded). ``show``
+"n", "n_correct", "reward_sum"}`` (plus ``"length_sum"`` when lengths were recorded, and
+``"epoch_complete"`` where the history knows whether the cell's epoch is whole). ``show``
 prints the size of a history and its mean accuracy and reward per epoch. ``import --out RUN_DIR``
 writes ``RUN_DIR/history/`` (whole or not at all), so that every command and the curriculum read
 it as a run of limr's own. RUN_OR_LOGS is a run folder, a history folder, a history export, or

@@ -1,6 +1,6 @@
 """limr's own formats: a history folder (``rewards.log`` and its shards, or a run folder's
 ``history/``), and the ``limr history export`` JSONL of ``{id, epoch, n, n_correct,
-reward_sum[, length_sum]}`` cells."""
+reward_sum[, length_sum][, epoch_complete]}`` cells."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ def read_export(path: Path) -> RewardHistory:
     rows: list[tuple[int, int, int, int, float, float]] = []
     problems: list[str] = []
     has_length = True
+    whole: dict[int, tuple[bool, str]] = {}  # epoch -> (epoch_complete, where first said)
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -74,6 +75,18 @@ def read_export(path: Path) -> RewardHistory:
             except (KeyError, TypeError, ValueError):
                 problems.append(f"{where}: expected {', '.join(CELL_FIELDS)} (counts >= 0)")
                 continue
+            said = rec.get("epoch_complete")
+            if said is not None:
+                if not isinstance(said, bool):
+                    problems.append(f"{where}: epoch_complete must be true or false")
+                    continue
+                first = whole.setdefault(epoch, (said, where))
+                if first[0] != said:
+                    problems.append(
+                        f"{where}: epoch {epoch} is epoch_complete={str(said).lower()} here, "
+                        f"{str(first[0]).lower()} at {first[1]}"
+                    )
+                    continue
             ls = rec.get("length_sum")
             if ls is None:
                 has_length = False
@@ -89,9 +102,10 @@ def read_export(path: Path) -> RewardHistory:
     i, e = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
     for k in range(4):
         np.add.at(dense[k], (i, e), arr[:, 2 + k])
+    complete = [whole[e][0] if e in whole else None for e in range(num_e)]
     h = RewardHistory.from_arrays(
         list(index), np.rint(dense[0]), np.rint(dense[1]), dense[2],
-        dense[3] if has_length else None,
+        dense[3] if has_length else None, complete=complete if whole else None,
     )  # fmt: skip
     h.info.update(source=str(path), format=NAME)
     return h
