@@ -274,10 +274,18 @@ class HFSampler:
         )
         P = enc["input_ids"].shape[1]
         resp = out.sequences[:, P:]  # [b*n, T]
-        logits = torch.stack(out.logits, 1).float()  # [b*n, T, V]
-        if temperature > 0:
-            logits = logits / temperature
-        lp = torch.log_softmax(logits, -1).gather(-1, resp.unsqueeze(-1)).squeeze(-1)
+        # generate keeps every step's [b*n, V] logits (its own copy, in the model's dtype); they
+        # are taken one step at a time, each let go once used: stacked into float32 [b*n, T, V]
+        # plus its log-softmax they were 5x that copy's bytes at once for bf16 (3x for float32)
+        steps = list(out.logits)
+        del out
+        lp = torch.zeros(resp.shape, dtype=torch.float32, device=resp.device)
+        for t in range(resp.shape[1]):
+            logits = steps[t].float()
+            steps[t] = None
+            if temperature > 0:
+                logits = logits / temperature
+            lp[:, t] = torch.log_softmax(logits, -1).gather(-1, resp[:, t : t + 1]).squeeze(-1)
         if copies != n:
             resp, lp = resp.repeat_interleave(n, 0), lp.repeat_interleave(n, 0)
         return resp, lp
