@@ -59,12 +59,13 @@ Every format scores the same 8,520 prompts as the released algorithm (the releas
 within 1.1e-16). Before this bench's readers, `limr score` took 5.50 s and 263 MB on the same
 logs. Each round runs every reader once, so a host whose speed drifts slows them alike; the
 verdict is the median of the rounds' ratios. Five-round runs the same day: prime-rl 0.51x
-(0.50-0.59) and 0.57x (0.42-0.73), the others 0.26-0.43x. prime-rl misses the half: its episode
-records hold the same rollouts in 1.8x the bytes, parsing is the cost, and its CPU time is only
-9-12% below the released algorithm's (the two cores give the rest). Measured on these files: pyarrow's
-tokenising alone (a schema of one boolean) is ~72% of the full parse; DuckDB's reader (yyjson)
-took 1.45 s for the 168 files on two threads, pyarrow 1.2-1.7 s; msgspec and orjson hold the GIL
-and were 2-7x slower on one file; smaller pyarrow blocks or pyarrow's own threads, the same.
+(0.50-0.59) and 0.57x (0.42-0.73), the others 0.26-0.43x. prime-rl misses the half: its
+episode records hold the same rollouts in 1.8x the bytes, parsing is the cost, and its CPU time
+is only 9-12% below the released algorithm's (the two cores give the rest). Measured on these
+files: pyarrow's tokenising alone (a schema of one boolean) is ~72% of the full parse; DuckDB's
+reader (yyjson) took 1.45 s for the 168 files on two threads, pyarrow 1.2-1.7 s; msgspec and
+orjson hold the GIL and were 2-7x slower on one file; smaller pyarrow blocks or pyarrow's own
+threads, the same.
 TRL's parquet is read through ``ParquetFile`` (``pq.read_table`` imports pyarrow.dataset and
 pandas: 0.5 s of start-up). limr's bytecode is compiled first, as pip does when it installs a
 wheel (this sandbox sets PYTHONDONTWRITEBYTECODE). The peak is the interpreter with numpy and
