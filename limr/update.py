@@ -4,9 +4,9 @@ accumulated, one optimiser step per mini-batch with each model's gradients clipp
 Every row weighs the same whichever process holds it: a micro-batch's loss is weighted by its
 rows over the mini-batch's rows on all processes (times the number of processes, since gradients
 are averaged over them), so the update equals that of one process over all the rows, also when
-the online filter leaves processes with different numbers of rows. The losses are means over each
-row's tokens, then over rows (see :mod:`limr.ppo`); the entropy bonus, a mean over a micro-batch's
-tokens, is the one term weighted per micro-batch.
+the online filter leaves processes with different numbers of rows. Every term of the loss, the
+entropy bonus included, is a mean over each row's tokens, then over rows (see :mod:`limr.ppo`), so
+neither the micro-batch size nor the number of processes changes the update.
 """
 
 from __future__ import annotations
@@ -308,8 +308,8 @@ def _loss(
     )
     loss = pg_loss
     stats = {"policy_loss": pg_loss.detach(), **s}
-    if entropy is not None:
-        ent = ppo_math.masked_mean(entropy, b.response_mask)
+    if entropy is not None:  # a mean over each row's tokens, then over rows, as every term
+        ent = ppo_math.masked_mean(entropy, b.response_mask, dim=-1).mean()
         stats["entropy"] = ent.detach()
         if ppo.entropy_coef:
             loss = loss - ppo.entropy_coef * ent

@@ -23,7 +23,8 @@ from limr.update import Processes, clip_per_model, ppo_update
 N_SAMPLES, P, T, VOCAB = 2, 3, 4, 16
 SAMPLER = SamplerConfig(n_samples=N_SAMPLES, temperature=1.0)
 PPO = PPOConfig(estimator="gae", micro_batch_size=2, kl_coef=0.05, adaptive_kl=True,
-                kl_target=0.01, kl_horizon=100, grad_clip=0.0, value_clip=0.2)  # fmt: skip
+                kl_target=0.01, kl_horizon=100, grad_clip=0.0, value_clip=0.2,
+                entropy_coef=0.01)  # fmt: skip
 
 
 def _grads(model: nn.Module, scale: float) -> None:
@@ -100,10 +101,10 @@ CASES = {
 }
 
 
-def _step(models, rollout, rewards, rows, processes, fused):
+def _step(models, rollout, rewards, rows, processes, fused, micro_batch_size=PPO.micro_batch_size):
     """Experience, then one PPO epoch over one mini-batch (an SGD step of lr 0: the gradient
     stays in p.grad and the weights do not move)."""
-    batching = Batching(PPO.micro_batch_size, 1, N_SAMPLES, fused)
+    batching = Batching(micro_batch_size, 1, N_SAMPLES, fused)
     exp, stats = make_experience(
         rollout, rewards, rows, models, sampler=SAMPLER, ppo=PPO, batching=batching,
         kl_coef=PPO.kl_coef, recompute=True, all_reduce=processes.all_reduce,
@@ -231,3 +232,18 @@ def test_partitioned_gradients_are_clipped_on_the_whole_norm(two_processes):
         for name, params in groups.items():
             for got, p in zip(shards["mine"][name], params):
                 torch.testing.assert_close(got, p.grad.view(-1).tensor_split(2)[rank])
+
+
+def test_the_micro_batch_size_does_not_change_the_update():
+    """Every term of the loss, the entropy bonus included, is a mean over each row's tokens, then
+    over rows: micro-batches of one group or of all of them give the same gradient (a token mean
+    per micro-batch weighted the entropy of long responses by how they were batched)."""
+    groups = [0, 1, 2]
+    rollout, rewards = _rollout(groups)
+    rows = torch.arange(len(groups) * N_SAMPLES)
+    small, whole = (
+        _step(_models(), rollout, rewards, rows, Processes(), False, micro_batch_size=k)
+        for k in (N_SAMPLES, len(rows))
+    )
+    for a, b in zip(small["grads"], whole["grads"]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
